@@ -1,0 +1,12 @@
+"""postfit: score data far larger than a model was trained on.
+
+Wrap any fitted scikit-learn estimator in :class:`ParallelPostFit` and its
+post-fit methods run block by block, in parallel, out of core from files, and
+on Dask or Ray clusters.
+"""
+
+from .wrappers import ParallelPostFit
+
+__version__ = "0.1.0"
+
+__all__ = ["ParallelPostFit", "__version__"]

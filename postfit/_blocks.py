@@ -1,0 +1,263 @@
+"""Row blocks of in-memory inputs, and the assembly of block outputs.
+
+A block is a contiguous range of rows with all columns. Slicing keeps what the
+estimator sees unchanged: a pandas block keeps its index, column names and
+dtypes; a NumPy block is a view; a sparse block stays sparse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .exceptions import BlockError
+
+__all__ = [
+    "EmptyOutput",
+    "OutputCollector",
+    "column_names",
+    "empty_like",
+    "n_rows",
+    "normalize_input",
+    "take_rows",
+]
+
+
+def _polars():
+    """Return the polars module when it is already imported, without importing it."""
+    import sys
+
+    return sys.modules.get("polars")
+
+
+def _pyarrow_table_type():
+    import sys
+
+    pa = sys.modules.get("pyarrow")
+    return None if pa is None else pa.Table
+
+
+def is_polars(obj) -> bool:
+    pl = _polars()
+    return pl is not None and isinstance(obj, (pl.DataFrame, pl.Series))
+
+
+def is_arrow_table(obj) -> bool:
+    table_type = _pyarrow_table_type()
+    return table_type is not None and isinstance(obj, table_type)
+
+
+def normalize_input(X):
+    """Return X in a form whose rows can be sliced without changing its meaning.
+
+    Sparse formats without row slicing (COO, DIA, DOK, BSR) become CSR, which
+    scikit-learn converts them to anyway. Lists and tuples stay as they are so
+    that estimators that take lists of strings or dicts see what they expect.
+    """
+    if sp.issparse(X) and X.format not in ("csr", "csc", "lil"):
+        return X.tocsr()
+    return X
+
+
+def n_rows(X) -> int:
+    """Return the number of rows (samples) of an in-memory input."""
+    if isinstance(X, (list, tuple)):
+        return len(X)
+    if is_arrow_table(X):
+        return X.num_rows
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) == 0:
+        raise TypeError(
+            f"Expected an array-like input with rows, got {type(X).__name__}. "
+            "Pass a NumPy array, a pandas or polars frame, a pyarrow Table, "
+            "a scipy.sparse matrix or a list of rows."
+        )
+    return int(shape[0])
+
+
+def take_rows(X, start: int, stop: int):
+    """Return rows ``start:stop`` of X in X's own type, as a view where possible."""
+    if isinstance(X, (pd.DataFrame, pd.Series)):
+        return X.iloc[start:stop]
+    if is_arrow_table(X):
+        return X.slice(start, stop - start)
+    if is_polars(X):
+        return X.slice(start, stop - start)
+    return X[start:stop]
+
+
+def column_names(X):
+    """Return the column names of a frame-like input as a list of str, or None."""
+    if isinstance(X, pd.DataFrame):
+        return [str(c) for c in X.columns]
+    if is_arrow_table(X):
+        return list(X.column_names)
+    pl = _polars()
+    if pl is not None and isinstance(X, pl.DataFrame):
+        return list(X.columns)
+    return None
+
+
+def has_index(X) -> bool:
+    return isinstance(X, (pd.DataFrame, pd.Series))
+
+
+class EmptyOutput:
+    """Marker returned by the kernel for a block of zero rows.
+
+    The collector replaces it with an empty output shaped like the other
+    blocks' outputs, so no model is ever called on zero rows.
+    """
+
+    def __eq__(self, other):
+        return isinstance(other, EmptyOutput)
+
+    def __hash__(self):
+        return 0
+
+    def __repr__(self):
+        return "EmptyOutput()"
+
+
+def output_rows(out) -> int:
+    """Return the number of rows of one method output (a list counts its first item)."""
+    if isinstance(out, list) and out and not np.isscalar(out[0]):
+        return output_rows(out[0])
+    if isinstance(out, list):
+        return len(out)
+    if is_arrow_table(out):
+        return out.num_rows
+    return int(out.shape[0])
+
+
+def empty_like(out):
+    """Return a zero-row output of the same type, dtype, width and columns as ``out``."""
+    if isinstance(out, list) and out and not np.isscalar(out[0]):
+        return [empty_like(part) for part in out]
+    if isinstance(out, list):
+        return []
+    return take_rows(out, 0, 0)
+
+
+def _concat(parts):
+    """Concatenate outputs of one kind along rows."""
+    first = parts[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts, axis=0)
+    if sp.issparse(first):
+        stacked = sp.vstack(parts, format=first.format)
+        return stacked.astype(first.dtype, copy=False)
+    if isinstance(first, (pd.DataFrame, pd.Series)):
+        return pd.concat(parts, axis=0)
+    if is_polars(first):
+        return _polars().concat(parts)
+    if is_arrow_table(first):
+        import pyarrow as pa
+
+        return pa.concat_tables(parts)
+    if isinstance(first, list):
+        return [item for part in parts for item in part]
+    raise TypeError(
+        f"Cannot combine block outputs of type {type(first).__name__}; "
+        "postfit combines NumPy, scipy.sparse, pandas, polars and pyarrow outputs."
+    )
+
+
+def _combine(parts):
+    """Concatenate block outputs; a list of arrays (multi-output) is combined per item."""
+    first = parts[0]
+    if isinstance(first, list) and first and not np.isscalar(first[0]):
+        return [_combine([part[i] for part in parts]) for i in range(len(first))]
+    return _concat(parts)
+
+
+class OutputCollector:
+    """Assemble block outputs in input order, whatever order blocks finish in.
+
+    NumPy outputs of blocks whose row ranges are known go straight into one
+    preallocated array, so each block output can be freed as soon as it
+    arrives. Other outputs are kept per block and concatenated at the end.
+
+    Parameters
+    ----------
+    n_rows : int or None
+        Total number of input rows, or None when not known in advance.
+    index : pandas.Index or None
+        Index of the input, restored on pandas outputs. When the input has no
+        index, pandas outputs get a ``RangeIndex`` as scikit-learn gives them.
+    meta : object or None
+        An empty prototype of the output, used only when every block is empty.
+    """
+
+    def __init__(self, n_rows=None, index=None, meta=None):
+        self.n_rows = n_rows
+        self.index = index
+        self.meta = meta
+        self._array = None
+        self._parts = {}
+        self._empty = set()
+        self._prototype = None
+
+    def add(self, block_index: int, start, stop, out):
+        if isinstance(out, EmptyOutput):
+            self._empty.add(block_index)
+            return
+        if self._prototype is None:
+            self._prototype = empty_like(out)
+        if self._fits_array(out, start, stop):
+            self._write_array(block_index, start, stop, out)
+        else:
+            self._parts[block_index] = out
+
+    def _fits_array(self, out, start, stop) -> bool:
+        if not isinstance(out, np.ndarray) or self.n_rows is None or start is None:
+            return False
+        if self._parts:
+            return False
+        return self._array is None or self._array.shape[1:] == out.shape[1:]
+
+    def _write_array(self, block_index, start, stop, out):
+        if self._array is None:
+            self._array = np.empty((self.n_rows,) + out.shape[1:], dtype=out.dtype)
+            self._written = []
+        elif not np.can_cast(out.dtype, self._array.dtype, casting="safe"):
+            promoted = np.result_type(self._array.dtype, out.dtype)
+            self._array = self._array.astype(promoted)
+        self._array[start:stop] = out
+        self._written.append((block_index, stop - start))
+
+    def result(self):
+        """Return the full output, in input order."""
+        if self._array is not None and not self._parts:
+            return self._array
+        if self._array is not None:
+            raise BlockError(
+                "Block outputs changed shape between blocks: some blocks returned "
+                f"arrays with trailing shape {self._array.shape[1:]} and others did not. "
+                "The method must return the same output width for every block."
+            )
+        if not self._parts:
+            return self._all_empty()
+        prototype = self._prototype
+        ordered = [self._parts.get(i, prototype) for i in sorted(set(self._parts) | self._empty)]
+        combined = _combine(ordered) if len(ordered) > 1 else ordered[0]
+        return self._restore_index(combined)
+
+    def _all_empty(self):
+        if self.meta is not None:
+            return self.meta
+        if self._prototype is not None:
+            return self._prototype
+        raise BlockError(
+            "Every block of the input was empty, so there is no output to infer "
+            "its type from. Pass a meta for this method (for example predict_meta=)."
+        )
+
+    def _restore_index(self, out):
+        if isinstance(out, (pd.DataFrame, pd.Series)):
+            if self.index is not None and len(self.index) == len(out):
+                out.index = self.index
+            elif self.index is None:
+                out.index = pd.RangeIndex(len(out))
+        return out

@@ -1,0 +1,188 @@
+"""The per-block kernel that every backend runs, and the per-process model cache.
+
+``run_block`` is a module-level function so that process and cluster backends
+can pickle a reference to it. It never receives the model itself on those
+backends, only a small :class:`ModelRef`; the model is loaded once per worker
+process and kept in ``_MODEL_CACHE`` for the next blocks.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._blocks import EmptyOutput, n_rows, output_rows
+from .exceptions import BlockError
+
+__all__ = ["Block", "ModelRef", "resolve_model", "run_block"]
+
+_CACHE_LOCK = threading.Lock()
+_MODEL_CACHE: dict[str, Any] = {}
+_CONTROLLER = None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A pickled model stored in a file that each worker process loads once.
+
+    ``token`` is a hash of the pickled bytes, so a worker that already holds
+    the same model (from an earlier block or an earlier run) does not load it
+    again.
+    """
+
+    path: str
+    token: str
+
+    def load(self):
+        with open(self.path, "rb") as f:
+            return pickle.load(f)
+
+
+def resolve_model(model):
+    """Return the estimator for ``model``, loading a :class:`ModelRef` once per process."""
+    if not isinstance(model, ModelRef):
+        return model
+    with _CACHE_LOCK:
+        if _MODEL_CACHE.get("token") != model.token:
+            # One model is kept per process: a new model replaces the old one
+            # so that long-lived workers do not accumulate models.
+            _MODEL_CACHE.clear()
+            _MODEL_CACHE["model"] = model.load()
+            _MODEL_CACHE["token"] = model.token
+        return _MODEL_CACHE["model"]
+
+
+@dataclass
+class Block:
+    """One unit of work: rows ``start:stop`` of the input, numbered ``index``.
+
+    ``data`` is either the rows themselves or a loader with a ``load()``
+    method that reads them inside the worker (shared memory, a file part).
+    ``start`` and ``stop`` are None for sources whose row offsets are not
+    known before reading, such as CSV byte ranges.
+    """
+
+    index: int
+    start: int | None
+    stop: int | None
+    data: Any = field(repr=False)
+
+    def describe(self) -> str:
+        if self.start is None:
+            return f"block {self.index}"
+        return f"block {self.index} (rows {self.start} to {self.stop})"
+
+
+def _thread_controller():
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+class _NoLimit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def limit_threads(n_threads, user_api=None):
+    """Return a context manager limiting BLAS and OpenMP pools (None: no limit)."""
+    if n_threads is None:
+        return _NoLimit()
+    return _thread_controller().limit(limits=n_threads, user_api=user_api)
+
+
+def restore_feature_names(estimator, data, start):
+    """Wrap a positional 2-D NumPy block in a frame with the fitted feature names.
+
+    The driver has already warned once that the input lacks feature names;
+    restoring them here keeps scikit-learn from repeating that warning for
+    every block, and costs no copy for a homogeneous array.
+    """
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None or not isinstance(data, np.ndarray) or data.ndim != 2:
+        return data
+    if data.shape[1] != len(names):
+        return data
+    import pandas as pd
+
+    index = pd.RangeIndex(start or 0, (start or 0) + data.shape[0])
+    return pd.DataFrame(data, columns=names, index=index, copy=False)
+
+
+def call_method(estimator, method, data, kwargs=None):
+    return getattr(estimator, method)(data, **(kwargs or {}))
+
+
+def run_block(
+    model,
+    method: str,
+    block: Block,
+    kwargs=None,
+    inner_threads=None,
+    thread_api=None,
+    restore_names=False,
+    sink=None,
+):
+    """Score one block and return its output, or a sink receipt.
+
+    Parameters
+    ----------
+    model : estimator or ModelRef
+        The fitted estimator, or a reference that the worker resolves once.
+    method : str
+        Name of the post-fit method, such as ``"predict_proba"``.
+    block : Block
+        The rows to score, or a loader for them.
+    kwargs : dict, optional
+        Extra keyword arguments of the method.
+    inner_threads : int, optional
+        Limit for the estimator's BLAS and OpenMP thread pools in this call.
+    thread_api : str, optional
+        Which pools ``inner_threads`` limits: ``"openmp"``, ``"blas"`` or None
+        for both. Thread backends limit BLAS once from the driver because an
+        OpenBLAS limit set from a worker thread can be undone by another.
+    restore_names : bool, default=False
+        Whether to wrap positional NumPy blocks in a frame with the fitted
+        feature names.
+    sink : object, optional
+        An object with ``write(block, output)`` that stores the output inside
+        the worker; its return value replaces the output.
+
+    Returns
+    -------
+    output : object
+        The method's output for these rows, :class:`EmptyOutput` for a block
+        of zero rows, or the sink's receipt.
+    """
+    estimator = resolve_model(model)
+    data = block.data.load() if hasattr(block.data, "load") else block.data
+    rows = n_rows(data)
+    if rows == 0:
+        out = EmptyOutput()
+        return sink.write(block, out) if sink is not None else out
+
+    if restore_names:
+        data = restore_feature_names(estimator, data, block.start)
+    with limit_threads(inner_threads, thread_api):
+        out = call_method(estimator, method, data, kwargs)
+
+    returned = output_rows(out)
+    if returned != rows:
+        raise BlockError(
+            f"{type(estimator).__name__}.{method} returned {returned} rows for "
+            f"{block.describe()}, which has {rows} rows. postfit needs a row-wise "
+            "method: one output row per input row."
+        )
+    if sink is not None:
+        return sink.write(block, out)
+    return out

@@ -1,0 +1,202 @@
+"""Block size, worker count and memory budget for a run.
+
+The constants below tune performance. They were chosen with
+``benchmarks/run.py`` on a 2-core machine; see ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._blocks import is_arrow_table, is_polars
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Plan",
+    "choose_block_size",
+    "estimate_row_nbytes",
+    "parse_memory_budget",
+    "validate_block_size",
+]
+
+#: Work per block that amortises scheduling (about 50 µs a block for threads)
+#: while leaving several blocks per worker for balance.
+TARGET_BLOCK_SECONDS = 0.1
+#: Per-row work of a block is at least this multiple of the fixed cost of a call.
+CALL_OVERHEAD_RATIO = 10
+#: Largest input block, so that one block's temporaries stay in cache-friendly sizes.
+MAX_BLOCK_BYTES = 32 * 2**20
+#: Blocks per worker at least, so that a slow block does not leave a core idle.
+MIN_BLOCKS_PER_WORKER = 4
+#: Memory a block needs, as a multiple of its input size: the input slice,
+#: the output and the estimator's temporaries.
+BLOCK_MEMORY_FACTOR = 4
+#: The automatic backend calls the estimator directly on inputs of at most
+#: this many rows: parallel work cannot pay for itself there.
+DIRECT_MAX_ROWS = 4096
+#: ... and on inputs whose estimated single-thread work is below this.
+DIRECT_MAX_SECONDS = 0.05
+#: Estimated single-thread work below which processes do not pay for their
+#: start-up and for sending the model.
+PROCESS_MIN_SECONDS = 2.0
+#: Speed-up of two threads over one above which threads count as scaling.
+THREADS_SCALE_MIN_SPEEDUP = 1.4
+#: A probe block is timed until it takes at least this long.
+PROBE_MIN_SECONDS = 0.01
+#: Memory budget when none is given: this share of available memory ...
+AUTO_BUDGET_SHARE = 0.25
+#: ... within these bounds.
+AUTO_BUDGET_MIN = 256 * 2**20
+AUTO_BUDGET_MAX = 4 * 2**30
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+@dataclass
+class Plan:
+    """How a run is cut and run: the result of planning, logged at DEBUG."""
+
+    backend: str
+    n_workers: int
+    block_size: int
+    max_in_flight: int
+    inner_threads: int | None
+    reason: str = ""
+
+
+def parse_memory_budget(value) -> int:
+    """Return the memory budget in bytes.
+
+    Parameters
+    ----------
+    value : int, str or None
+        Bytes as an int, a string with a unit such as ``"512MiB"`` or
+        ``"2GB"``, or ``None`` / ``"auto"`` for a quarter of the available
+        memory, between 256 MiB and 4 GiB.
+
+    Examples
+    --------
+    >>> parse_memory_budget("1GiB")
+    1073741824
+    >>> parse_memory_budget(2_000_000)
+    2000000
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        import psutil
+
+        available = psutil.virtual_memory().available
+        return int(min(max(available * AUTO_BUDGET_SHARE, AUTO_BUDGET_MIN), AUTO_BUDGET_MAX))
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"memory_budget must be positive, got {value}.")
+        return int(value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        unit = match.group(2).lower() if match else None
+        if match and unit in _UNITS and float(match.group(1)) > 0:
+            return int(float(match.group(1)) * _UNITS[unit])
+    raise ValueError(
+        f"Invalid memory_budget {value!r}. Pass a positive number of bytes, a size "
+        "with a unit such as '512MiB' or '2GB', or 'auto'."
+    )
+
+
+def validate_block_size(value):
+    """Return ``value`` when it is ``"auto"``, None or a positive int, else raise."""
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return "auto"
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    raise ValueError(
+        f"Invalid block_size {value!r}. Pass a positive whole number of rows or 'auto'."
+    )
+
+
+def estimate_row_nbytes(X) -> int:
+    """Estimate the bytes one row of X takes in memory (at least 1)."""
+    rows = _rows(X)
+    if isinstance(X, np.ndarray):
+        width = int(np.prod(X.shape[1:])) if X.ndim > 1 else 1
+        itemsize = 64 if X.dtype.hasobject else X.dtype.itemsize
+        return max(1, width * itemsize)
+    if rows == 0:
+        return 1
+    if sp.issparse(X):
+        nbytes = X.data.nbytes + getattr(X, "indices", np.empty(0)).nbytes
+        return max(1, nbytes // rows)
+    if isinstance(X, (pd.DataFrame, pd.Series)):
+        sample = X.iloc[: min(rows, 100)]
+        return max(1, int(sample.memory_usage(deep=True, index=False).sum()) // len(sample))
+    if is_arrow_table(X):
+        return max(1, X.nbytes // rows)
+    if is_polars(X):
+        return max(1, int(X.estimated_size()) // rows)
+    return 100
+
+
+def _rows(X):
+    if is_arrow_table(X):
+        return X.num_rows
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape else len(X)
+
+
+def choose_block_size(
+    n_rows: int,
+    row_nbytes: int,
+    n_workers: int,
+    memory_budget: int,
+    seconds_per_row: float | None = None,
+    seconds_per_call: float = 0.0,
+) -> int:
+    """Return the rows per block that keeps work, memory and balance in range.
+
+    The smallest of: about ``TARGET_BLOCK_SECONDS`` of work per block (when
+    measured, and at least ``CALL_OVERHEAD_RATIO`` times the fixed cost of a
+    call), ``MAX_BLOCK_BYTES`` of input, the memory budget shared by the
+    blocks in flight, and ``MIN_BLOCKS_PER_WORKER`` blocks per worker.
+
+    Examples
+    --------
+    >>> choose_block_size(1_000_000, 160, n_workers=2, memory_budget=2**30)
+    125000
+    """
+    limits = [
+        MAX_BLOCK_BYTES // row_nbytes,
+        memory_budget // (2 * n_workers * BLOCK_MEMORY_FACTOR * row_nbytes),
+        math.ceil(n_rows / (MIN_BLOCKS_PER_WORKER * n_workers)),
+    ]
+    if seconds_per_row:
+        target = max(TARGET_BLOCK_SECONDS, CALL_OVERHEAD_RATIO * seconds_per_call)
+        limits.append(int(target / seconds_per_row))
+    return max(1, min(limits))
+
+
+def max_in_flight(block_size: int, row_nbytes: int, n_workers: int, memory_budget: int) -> int:
+    """Return how many blocks may be submitted and not yet collected at once."""
+    per_block = max(1, block_size * row_nbytes * BLOCK_MEMORY_FACTOR)
+    return max(1, min(2 * n_workers, memory_budget // per_block))

@@ -1,0 +1,322 @@
+"""Drive a run: cut the input into blocks, plan, hand blocks to a backend, collect.
+
+The automatic backend measures before it decides. It scores the first rows
+itself on one thread to learn the time per row, then two blocks at once on
+two threads to learn whether the estimator holds the GIL. Rows scored while
+measuring are part of the output, so measuring costs no extra work.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import joblib
+
+from . import _plan
+from ._blocks import OutputCollector, has_index, n_rows, take_rows
+from ._errors import attach_block
+from ._kernel import Block, call_method, limit_threads, run_block
+from .backends import effective_n_workers, get_backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunOptions", "execute_blocks", "run_in_memory"]
+
+
+@dataclass
+class RunOptions:
+    """The knobs a user sets for a run, validated by the wrapper."""
+
+    backend: str = "auto"
+    n_jobs: int | None = -1
+    block_size: int | str = "auto"
+    memory_budget: int | str | None = "auto"
+    progress: bool = False
+    backend_options: dict = field(default_factory=dict)
+
+
+def _progress_bar(total, enabled, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="rows", unit_scale=True, disable=not enabled, desc=desc)
+
+
+def execute_blocks(
+    backend,
+    estimator,
+    method,
+    blocks,
+    *,
+    on_result,
+    max_in_flight,
+    kwargs=None,
+    restore_names=False,
+    sink=None,
+    n_cores=None,
+):
+    """Run ``method`` on every block through ``backend`` and pass results to ``on_result``.
+
+    This is the loop shared by every source and sink: the model is shipped
+    once, then blocks are scored with at most ``max_in_flight`` pending.
+    ``on_result(block, result)`` runs in the calling thread, in completion
+    order.
+    """
+    n_cores = n_cores or joblib.cpu_count()
+    inner = backend.inner_threads(n_cores)
+    # OpenBLAS keeps one process-wide thread count, which a worker thread's
+    # own limit can undo; the driver sets it once for thread backends and
+    # each worker thread limits OpenMP, whose setting is per thread.
+    thread_api = "openmp" if backend.shares_gil else None
+    blas_limit = inner if backend.shares_gil else None
+    with backend.ship_model(estimator) as model_ref, limit_threads(blas_limit, "blas"):
+        func = partial(
+            run_block,
+            model_ref,
+            method,
+            kwargs=kwargs,
+            inner_threads=inner,
+            thread_api=thread_api,
+            restore_names=restore_names,
+            sink=sink,
+        )
+        for block, result in backend.imap_unordered(func, blocks, max_in_flight):
+            on_result(block, result)
+
+
+def _iter_blocks(X, slicer, start, stop, block_size, first_index):
+    index = first_index
+    for lo in range(start, stop, block_size):
+        hi = min(stop, lo + block_size)
+        yield Block(index, lo, hi, slicer(lo, hi))
+        index += 1
+
+
+class _InMemoryRun:
+    """One method call on one in-memory input."""
+
+    def __init__(self, estimator, method, X, options, kwargs, restore_names, meta):
+        self.estimator = estimator
+        self.method = method
+        self.X = X
+        self.options = options
+        self.kwargs = kwargs or {}
+        self.restore_names = restore_names
+        self.n = n_rows(X)
+        self.row_nbytes = _plan.estimate_row_nbytes(X)
+        self.budget = _plan.parse_memory_budget(options.memory_budget)
+        self.n_workers = effective_n_workers(options.n_jobs)
+        self.collector = OutputCollector(self.n, X.index if has_index(X) else None, meta)
+        self.next_index = 0
+        self.position = 0
+        self.bar = None
+
+    def add(self, block, out):
+        self.collector.add(block.index, block.start, block.stop, out)
+        if self.bar is not None:
+            self.bar.update(block.stop - block.start)
+
+    def score_here(self, stop, inner_threads=None):
+        """Score rows ``position:stop`` in the calling thread and time it."""
+        block = Block(self.next_index, self.position, stop, take_rows(self.X, self.position, stop))
+        self.next_index += 1
+        started = time.perf_counter()
+        with attach_block(block):
+            out = run_block(
+                self.estimator,
+                self.method,
+                block,
+                self.kwargs,
+                inner_threads=inner_threads,
+                restore_names=self.restore_names,
+            )
+        elapsed = time.perf_counter() - started
+        self.add(block, out)
+        self.position = stop
+        return elapsed
+
+    def run(self):
+        self.bar = _progress_bar(self.n, self.options.progress, self.method)
+        try:
+            if self.options.backend == "auto":
+                self.run_auto()
+            else:
+                self.run_backend(self.options.backend, self.n_workers, seconds_per_row=None)
+        finally:
+            self.bar.close()
+        return self.collector.result()
+
+    def run_direct(self):
+        """Call the estimator once on the whole input, with its own threading."""
+        return call_method(self.estimator, self.method, self.X, self.kwargs)
+
+    def run_auto(self):
+        if self.n_workers == 1 or self.n <= _plan.DIRECT_MAX_ROWS:
+            self.log_plan("sequential", 1, self.n, None, "direct path: small input or one worker")
+            self.score_here(self.n)
+            return
+
+        overhead, seconds_per_row = self.probe_one_thread()
+        remaining = self.n - self.position
+        work = seconds_per_row * remaining
+        if remaining == 0:
+            return
+        if work < _plan.DIRECT_MAX_SECONDS:
+            self.log_plan("sequential", 1, remaining, None, f"{work:.3f} s of work left")
+            self.score_here(self.n)
+            return
+
+        speedup = self.probe_two_threads(overhead, seconds_per_row)
+        remaining = self.n - self.position
+        work = seconds_per_row * remaining
+        if remaining == 0:
+            return
+        if speedup >= _plan.THREADS_SCALE_MIN_SPEEDUP:
+            backend = "threading"
+        elif work >= _plan.PROCESS_MIN_SECONDS:
+            backend = "loky"
+        else:
+            backend = "sequential"
+        logger.debug(
+            "auto backend: %.2e s/call + %.2e s/row, two-thread speed-up %.2f, "
+            "%.2f s of work left -> %s",
+            overhead,
+            seconds_per_row,
+            speedup,
+            work,
+            backend,
+        )
+        if backend == "sequential":
+            self.score_here(self.n)
+            return
+        self.run_backend(backend, self.n_workers, seconds_per_row, overhead)
+
+    def probe_one_thread(self):
+        """Time growing first blocks on one thread; return (seconds per call, seconds per row).
+
+        Many estimators pay a fixed cost per call (a forest walks its trees
+        through joblib even with n_jobs=1), so the time of a call is fitted
+        as ``overhead + rows * per_row`` from the last two probes.
+        """
+        rows = 128
+        timings = []
+        while True:
+            start = self.position
+            stop = min(self.n, start + rows)
+            timings.append((stop - start, self.score_here(stop, inner_threads=1)))
+            long_enough = timings[-1][1] >= _plan.PROBE_MIN_SECONDS and len(timings) >= 2
+            if long_enough or stop >= self.n // 8 or stop >= self.n:
+                break
+            rows *= 4
+        return _fit_call_time(timings)
+
+    def probe_two_threads(self, overhead, per_row):
+        """Score two blocks at once on two threads and return the speed-up over one."""
+        rows = max(1, int(2 * _plan.PROBE_MIN_SECONDS / per_row))
+        rows = min(rows, (self.n - self.position) // 4)
+        if rows < 1:
+            return 1.0
+        blocks = []
+        for _ in range(2):
+            lo = self.position
+            blocks.append(Block(self.next_index, lo, lo + rows, take_rows(self.X, lo, lo + rows)))
+            self.next_index += 1
+            self.position = lo + rows
+        func = partial(
+            run_block,
+            self.estimator,
+            self.method,
+            kwargs=self.kwargs,
+            inner_threads=1,
+            thread_api="openmp",
+            restore_names=self.restore_names,
+        )
+        started = time.perf_counter()
+        with limit_threads(1, "blas"), cf.ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(func, block) for block in blocks]
+            for block, future in zip(blocks, futures, strict=True):
+                with attach_block(block):
+                    self.add(block, future.result())
+        elapsed = time.perf_counter() - started
+        return 2 * (overhead + rows * per_row) / max(elapsed, 1e-9)
+
+    def run_backend(self, name, n_workers, seconds_per_row, overhead=0.0):
+        backend = get_backend(name)(n_workers, **self.options.backend_options)
+        n_workers = backend.n_workers
+        remaining = self.n - self.position
+        block_size = self.options.block_size
+        if block_size == "auto":
+            block_size = _plan.choose_block_size(
+                remaining, self.row_nbytes, n_workers, self.budget, seconds_per_row, overhead
+            )
+        in_flight = _plan.max_in_flight(block_size, self.row_nbytes, n_workers, self.budget)
+        self.log_plan(name, n_workers, block_size, in_flight, "")
+        try:
+            with backend.ship_input(self.X) as slicer:
+                blocks = _iter_blocks(
+                    self.X, slicer, self.position, self.n, block_size, self.next_index
+                )
+                execute_blocks(
+                    backend,
+                    self.estimator,
+                    self.method,
+                    blocks,
+                    on_result=self.add,
+                    max_in_flight=in_flight,
+                    kwargs=self.kwargs,
+                    restore_names=self.restore_names,
+                )
+        finally:
+            backend.close()
+
+    def log_plan(self, backend, n_workers, block_size, in_flight, reason):
+        logger.debug(
+            "%s on %d rows: backend=%s workers=%d block_size=%d in_flight=%s %s",
+            self.method,
+            self.n,
+            backend,
+            n_workers,
+            block_size,
+            in_flight,
+            reason,
+        )
+
+
+def _fit_call_time(timings):
+    """Fit ``seconds = overhead + rows * per_row`` to the last two (rows, seconds) probes."""
+    rows_last, seconds_last = timings[-1]
+    if len(timings) >= 2:
+        rows_prev, seconds_prev = timings[-2]
+        per_row = (seconds_last - seconds_prev) / (rows_last - rows_prev)
+        overhead = seconds_last - per_row * rows_last
+        if per_row > 0 and overhead >= 0:
+            return overhead, per_row
+    return 0.0, max(seconds_last, 1e-9) / rows_last
+
+
+def run_in_memory(
+    estimator, method, X, options: RunOptions, kwargs=None, restore_names=False, meta=None
+):
+    """Run ``method`` of a fitted ``estimator`` on an in-memory input, block by block.
+
+    Returns the same output as ``getattr(estimator, method)(X)``, in X's row
+    order, with the type scikit-learn gives for X.
+    """
+    run = _InMemoryRun(estimator, method, X, options, kwargs, restore_names, meta)
+    if run.n == 0:
+        # The estimator's own error (or output) for an empty input is the answer.
+        return run.run_direct()
+    started = time.perf_counter()
+    result = run.run()
+    elapsed = time.perf_counter() - started
+    logger.info(
+        "%s: %d rows in %.3f s (%.0f rows/s)",
+        method,
+        run.n,
+        elapsed,
+        run.n / max(elapsed, 1e-9),
+    )
+    return result

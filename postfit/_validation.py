@@ -1,0 +1,112 @@
+"""Checks that run in the driver before any parallel work starts."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ._blocks import column_names, is_arrow_table, is_polars
+from .exceptions import ColumnOrderWarning
+
+__all__ = ["check_input_features"]
+
+
+def _describe_names(names, limit=8):
+    shown = ", ".join(str(n) for n in names[:limit])
+    return shown + (", ..." if len(names) > limit else "")
+
+
+def _n_columns(X):
+    if is_arrow_table(X):
+        return X.num_columns
+    shape = getattr(X, "shape", None)
+    if shape is None or len(shape) < 2:
+        return None
+    return int(shape[1])
+
+
+def _select_columns(X, names):
+    if isinstance(X, pd.DataFrame):
+        return X[list(names)]
+    if is_arrow_table(X):
+        return X.select(list(names))
+    if is_polars(X):
+        return X.select(list(names))
+    return X
+
+
+def _check_names(estimator, X, fitted_names):
+    """Match a frame's columns to the fitted feature names; reorder when only the order differs."""
+    names = column_names(X)
+    owner = type(estimator).__name__
+    missing = [n for n in fitted_names if n not in set(names)]
+    unexpected = [n for n in names if n not in set(fitted_names)]
+    if missing:
+        raise ValueError(
+            f"X is missing {len(missing)} column(s) that {owner} was fitted with: "
+            f"{_describe_names(missing)}. Pass a frame with the columns used in fit "
+            f"({_describe_names(list(fitted_names))})."
+        )
+    if unexpected:
+        raise ValueError(
+            f"X has {len(unexpected)} column(s) that {owner} was not fitted with: "
+            f"{_describe_names(unexpected)}. Select the columns used in fit before "
+            f"predicting, for example X[{list(fitted_names)[:3]!r}...]."
+        )
+    if names != list(fitted_names):
+        warnings.warn(
+            f"The columns of X are in another order than when {owner} was fitted; "
+            "postfit reorders them by name. Pass them in fit order to skip this step.",
+            ColumnOrderWarning,
+            stacklevel=4,
+        )
+        return _select_columns(X, fitted_names)
+    return X
+
+
+def check_input_features(estimator, X):
+    """Check X against the estimator's fitted features, once, before any block runs.
+
+    Returns
+    -------
+    X : array-like
+        X itself, or its columns reordered to the fitted order.
+    restore_names : bool
+        True when X is positional and the estimator was fitted with feature
+        names: the kernel then restores the names on each block, after one
+        warning here, as scikit-learn itself gives one warning per call.
+    """
+    if isinstance(X, np.ndarray) and X.ndim > 2:
+        raise ValueError(
+            f"X has {X.ndim} dimensions (shape {X.shape}), but estimators take 2-D input "
+            "(rows, features). Reshape it, for example X.reshape(len(X), -1)."
+        )
+    fitted_names = getattr(estimator, "feature_names_in_", None)
+    names = column_names(X)
+    owner = type(estimator).__name__
+    if fitted_names is not None and names is not None:
+        X = _check_names(estimator, X, [str(n) for n in fitted_names])
+
+    expected = getattr(estimator, "n_features_in_", None)
+    width = _n_columns(X)
+    if expected is not None and width is not None and width != expected:
+        detail = ""
+        if fitted_names is not None:
+            detail = f" (columns {_describe_names(list(fitted_names))})"
+        raise ValueError(
+            f"X has {width} features, but {owner} was fitted with {expected}{detail}. "
+            "Pass the same features used in fit."
+        )
+
+    restore_names = False
+    if fitted_names is not None and names is None and width is not None:
+        warnings.warn(
+            f"X does not have valid feature names, but {owner} was fitted with feature names",
+            UserWarning,
+            stacklevel=4,
+        )
+        restore_names = not sp.issparse(X)
+    return X, restore_names

@@ -1,0 +1,96 @@
+"""The backend base class: ship the model and the input once, then map blocks."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+
+import joblib
+
+from .._blocks import take_rows
+
+__all__ = ["Backend", "InputSlicer", "effective_n_workers"]
+
+
+def effective_n_workers(n_jobs) -> int:
+    """Return the number of workers for ``n_jobs``, with scikit-learn's meaning.
+
+    ``None`` means 1 unless a ``joblib.parallel_config`` context sets another
+    value, ``-1`` means all cores, ``-2`` all but one, and so on.
+    """
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)):
+        raise ValueError(f"n_jobs must be an int or None, got {n_jobs!r}. Use -1 for all cores.")
+    if n_jobs == 0:
+        raise ValueError("n_jobs == 0 has no meaning. Use -1 for all cores or a positive count.")
+    return max(1, joblib.effective_n_jobs(n_jobs))
+
+
+class InputSlicer:
+    """Cut rows of an in-memory input into what a worker receives for a block.
+
+    The default passes the slice itself, which is right for backends that
+    share the driver's memory. Process backends override it to pass a
+    reference to shared memory instead of a pickled copy.
+    """
+
+    def __init__(self, X):
+        self.X = X
+
+    def __call__(self, start: int, stop: int):
+        return take_rows(self.X, start, stop)
+
+
+class Backend(ABC):
+    """What runs the per-block kernel.
+
+    A run uses a backend in three steps: :meth:`ship_model` once, which
+    returns what the kernel receives in place of the model; :meth:`ship_input`
+    once per in-memory input; then :meth:`imap_unordered` over the blocks.
+
+    Parameters
+    ----------
+    n_workers : int
+        Number of blocks scored at the same time.
+    """
+
+    #: Registered name of the backend.
+    name: str = ""
+    #: True when workers share the driver's memory (no pickling of blocks).
+    in_process: bool = True
+    #: True when many workers in one process share the GIL.
+    shares_gil: bool = False
+
+    def __init__(self, n_workers: int = 1, **options):
+        self.n_workers = n_workers
+        self.options = options
+
+    @contextlib.contextmanager
+    def ship_model(self, estimator):
+        """Yield what the kernel receives as its model; in-process backends pass it as is."""
+        yield estimator
+
+    @contextlib.contextmanager
+    def ship_input(self, X):
+        """Yield an :class:`InputSlicer` over X for this backend."""
+        yield InputSlicer(X)
+
+    def inner_threads(self, n_cores: int) -> int | None:
+        """Return the thread limit for each call, so that workers × threads ≤ cores."""
+        if self.n_workers <= 1:
+            return None
+        return max(1, n_cores // self.n_workers)
+
+    @abstractmethod
+    def imap_unordered(
+        self, func: Callable, blocks: Iterable, max_in_flight: int
+    ) -> Iterator[tuple[object, object]]:
+        """Yield ``(block, func(block))`` pairs as they finish.
+
+        At most ``max_in_flight`` blocks are submitted and not yet yielded at
+        any time, which bounds memory. An exception raised by ``func`` is
+        raised here with the failing block attached by the caller.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release what the backend holds beyond the run (nothing by default)."""

@@ -1,0 +1,168 @@
+"""The loky backend: blocks in worker processes, for estimators that hold the GIL.
+
+The model is pickled once per run into a private temporary file; each worker
+process loads it on its first block and keeps it (see ``postfit._kernel``), so
+it crosses the process boundary once per worker, not once per block. NumPy
+inputs are written once to a memory-mapped ``.npy`` file (or used in place
+when they already are a file-backed ``np.memmap``) and workers read their rows
+from the map, so no block of a NumPy input is pickled.
+
+joblib's own ``Parallel`` memory-maps large arrays too, but it hashes the whole
+array each time a task is pickled; a hand-written map of one shared file per
+run avoids that cost for inputs of many blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import shutil
+import tempfile
+import threading
+
+import cloudpickle
+import numpy as np
+from joblib.externals.loky import get_reusable_executor
+
+from .._kernel import ModelRef
+from ._base import Backend, InputSlicer
+from .threading import bounded_imap
+
+__all__ = ["LokyBackend", "SharedRows", "private_temp_dir"]
+
+# Idle worker processes are kept this many seconds for the next run, which
+# then skips process start-up and, for the same model, the model load.
+WORKER_IDLE_TIMEOUT = 300
+
+_MAPS_LOCK = threading.Lock()
+_OPEN_MAPS: dict[str, np.ndarray] = {}
+
+
+def private_temp_dir() -> str:
+    """Create a directory only the current user can read, in RAM when possible."""
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix="postfit-", dir=base)
+
+
+class SharedRows:
+    """Rows ``start:stop`` of an array stored in a ``.npy`` file or raw memmap.
+
+    A worker opens each file once and slices it, so loading a block reads
+    only its rows from the page cache.
+    """
+
+    def __init__(self, path, start, stop, layout=None):
+        self.path = path
+        self.start = start
+        self.stop = stop
+        self.layout = layout
+
+    def _open(self):
+        with _MAPS_LOCK:
+            array = _OPEN_MAPS.get(self.path)
+            if array is None:
+                if self.layout is None:
+                    array = np.load(self.path, mmap_mode="r")
+                else:
+                    dtype, shape, order, offset = self.layout
+                    array = np.memmap(
+                        self.path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset
+                    )
+                # Keep only the maps of the current run: a new path means a new run.
+                _OPEN_MAPS.clear()
+                _OPEN_MAPS[self.path] = array
+            return array
+
+    def load(self):
+        return self._open()[self.start : self.stop]
+
+
+def _memmap_layout(X):
+    """Return (dtype, shape, order, offset) when X is a whole file-backed memmap."""
+    if not isinstance(X, np.memmap) or not isinstance(X.base, mmap.mmap):
+        return None
+    if X.filename is None or not (X.flags.c_contiguous or X.flags.f_contiguous):
+        return None
+    order = "C" if X.flags.c_contiguous else "F"
+    return (X.dtype, X.shape, order, X.offset)
+
+
+class _SharedArraySlicer(InputSlicer):
+    def __init__(self, path, layout=None):
+        self.path = path
+        self.layout = layout
+
+    def __call__(self, start, stop):
+        return SharedRows(self.path, start, stop, self.layout)
+
+
+class LokyBackend(Backend):
+    """Score blocks in ``n_workers`` reusable loky worker processes."""
+
+    name = "loky"
+    in_process = False
+
+    def __init__(self, n_workers=1, **options):
+        super().__init__(n_workers, **options)
+        self._temp_dir = None
+
+    def _temp(self):
+        if self._temp_dir is None:
+            self._temp_dir = private_temp_dir()
+        return self._temp_dir
+
+    @contextlib.contextmanager
+    def ship_model(self, estimator):
+        payload = cloudpickle.dumps(estimator, protocol=5)
+        token = hashlib.blake2b(payload, digest_size=16).hexdigest()
+        path = os.path.join(self._temp(), f"model-{token}.pkl")
+        with open(path, "wb") as f:
+            f.write(payload)
+        del payload
+        try:
+            yield ModelRef(path, token)
+        finally:
+            self._cleanup()
+
+    @contextlib.contextmanager
+    def ship_input(self, X):
+        if not isinstance(X, np.ndarray) or X.dtype.hasobject or X.ndim == 0:
+            yield InputSlicer(X)
+            return
+        layout = _memmap_layout(X)
+        if layout is not None:
+            yield _SharedArraySlicer(os.fspath(X.filename), layout)
+            return
+        path = os.path.join(self._temp(), f"input-{id(X):x}.npy")
+        fortran = X.flags.f_contiguous and not X.flags.c_contiguous
+        shared = np.lib.format.open_memmap(
+            path, mode="w+", dtype=X.dtype, shape=X.shape, fortran_order=fortran
+        )
+        shared[...] = X
+        shared.flush()
+        del shared
+        yield _SharedArraySlicer(path)
+
+    def imap_unordered(self, func, blocks, max_in_flight):
+        executor = get_reusable_executor(max_workers=self.n_workers, timeout=WORKER_IDLE_TIMEOUT)
+
+        def stop_workers(exc):
+            # On KeyboardInterrupt or when the consumer stops early, stop the
+            # running blocks at once instead of letting each finish. An error
+            # raised by the estimator leaves the pool for the next run.
+            if not isinstance(exc, Exception):
+                executor.shutdown(wait=True, kill_workers=True)
+
+        yield from bounded_imap(
+            lambda block: executor.submit(func, block), blocks, max_in_flight, on_error=stop_workers
+        )
+
+    def _cleanup(self):
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def close(self):
+        self._cleanup()

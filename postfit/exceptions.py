@@ -1,0 +1,42 @@
+"""Warning and error classes raised by postfit."""
+
+__all__ = [
+    "BlockError",
+    "ColumnOrderWarning",
+    "OutputExistsError",
+    "PostfitWarning",
+    "UntrustedModelError",
+    "WorkerCrashedError",
+]
+
+
+class PostfitWarning(UserWarning):
+    """Base class of the warnings that postfit emits."""
+
+
+class ColumnOrderWarning(PostfitWarning):
+    """Frame columns arrived in another order than in fit and were reordered by name."""
+
+
+class BlockError(RuntimeError):
+    """A block produced an output that breaks the row-wise contract.
+
+    Raised, for example, when a method returns a different number of rows than
+    the block it was given.
+    """
+
+
+class WorkerCrashedError(RuntimeError):
+    """A worker process died while it scored a block.
+
+    The message names the block and its row range. No output is marked complete
+    after this error.
+    """
+
+
+class OutputExistsError(FileExistsError):
+    """The output named for a run already exists and overwriting was not requested."""
+
+
+class UntrustedModelError(ValueError):
+    """A model file would run code or load types that the user did not trust."""

@@ -1,0 +1,490 @@
+"""The scikit-learn-facing wrappers: validate, plan and hand work to a backend."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import get_tags
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from . import _plan
+from ._inputs import materialize, route_input
+from ._runner import RunOptions, run_in_memory
+from ._validation import check_input_features
+from .backends import available_backends, effective_n_workers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ParallelPostFit"]
+
+POST_FIT_METHODS = (
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "score_samples",
+    "transform",
+)
+
+
+def _is_fitted(estimator) -> bool:
+    try:
+        check_is_fitted(estimator)
+    except (NotFittedError, TypeError):
+        return False
+    return True
+
+
+def _estimator_has(attr):
+    """Return a check for ``available_if`` that keeps the inner AttributeError as the cause."""
+
+    def check(self):
+        getattr(self._inner_estimator(), attr)
+        return True
+
+    return check
+
+
+class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
+    """Run the post-fit methods of a scikit-learn estimator block by block, in parallel.
+
+    ``fit`` fits a clone of the estimator as usual. ``predict``,
+    ``predict_proba``, ``predict_log_proba``, ``decision_function``,
+    ``score_samples``, ``transform`` and ``score`` then cut the input into
+    blocks of rows and score them on every core, with the same output as the
+    estimator's own method on the whole input, in input order.
+
+    Parameters
+    ----------
+    estimator : estimator object, default=None
+        The scikit-learn estimator to wrap. It may be already fitted, in
+        which case the wrapper can be used without calling ``fit``; it is
+        never modified by the wrapper.
+    scoring : str, callable, list, tuple, dict or None, default=None
+        Metric(s) used by :meth:`score`: a scorer name from
+        ``sklearn.metrics.get_scorer_names()``, a scorer callable
+        ``scorer(estimator, X, y)``, or None for the estimator's own metric
+        (accuracy for classifiers, R² for regressors).
+    predict_meta, predict_proba_meta, transform_meta : array-like, default=None
+        An empty prototype of the output of ``predict``, ``predict_proba`` or
+        ``transform`` (type, dtype, width, column names). Needed only when
+        the output cannot be inferred from fitted attributes or real rows,
+        for example when every block of a lazy input is empty.
+    backend : str, default="auto"
+        What runs the blocks: ``"sequential"``, ``"threading"``, ``"loky"``
+        (processes), ``"dask"``, ``"ray"``, or ``"auto"``, which times the
+        first rows and picks threads for estimators that release the GIL,
+        processes for those that hold it, and a direct call for small inputs.
+    n_jobs : int or None, default=-1
+        Number of workers, with scikit-learn's meaning: ``-1`` for all cores,
+        ``None`` for 1 unless a ``joblib.parallel_config`` context says
+        otherwise.
+    block_size : int or "auto", default="auto"
+        Rows per block. ``"auto"`` aims at about 100 ms of work and at most
+        32 MiB of input per block, with at least four blocks per worker,
+        within the memory budget.
+    memory_budget : int, str or "auto", default="auto"
+        Memory a run may use beyond the model and the final output, in bytes
+        or as a string such as ``"2GiB"``. ``"auto"`` is a quarter of the
+        available memory, between 256 MiB and 4 GiB.
+    progress : bool, default=False
+        Show a tqdm progress bar with rows per second.
+
+    Attributes
+    ----------
+    estimator_ : estimator object
+        The fitted clone of ``estimator``, or ``estimator`` itself when it
+        was already fitted and ``fit`` was not called. Learned attributes of
+        the estimator (``classes_``, ``n_features_in_``,
+        ``feature_names_in_``, ...) are readable on the wrapper.
+
+    See Also
+    --------
+    Incremental : Train with ``partial_fit`` over data larger than memory.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from postfit import ParallelPostFit
+    >>> X, y = make_classification(n_samples=2_000, random_state=0)
+    >>> clf = ParallelPostFit(RandomForestClassifier(n_estimators=10, random_state=0))
+    >>> clf.fit(X[:500], y[:500])
+    ParallelPostFit(estimator=RandomForestClassifier(n_estimators=10, random_state=0))
+    >>> clf.classes_
+    array([0, 1])
+    >>> proba = clf.predict_proba(X)
+    >>> proba.shape
+    (2000, 2)
+    >>> bool((clf.predict(X) == clf.estimator_.predict(X)).all())
+    True
+
+    An estimator fitted elsewhere can be wrapped as it is:
+
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> fitted = LogisticRegression().fit(X, y)
+    >>> ParallelPostFit(fitted, block_size=100).predict(X[:5])
+    array([0, 0, 1, 1, 0])
+    """
+
+    def __init__(
+        self,
+        estimator=None,
+        scoring=None,
+        *,
+        predict_meta=None,
+        predict_proba_meta=None,
+        transform_meta=None,
+        backend="auto",
+        n_jobs=-1,
+        block_size="auto",
+        memory_budget="auto",
+        progress=False,
+    ):
+        self.estimator = estimator
+        self.scoring = scoring
+        self.predict_meta = predict_meta
+        self.predict_proba_meta = predict_proba_meta
+        self.transform_meta = transform_meta
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.block_size = block_size
+        self.memory_budget = memory_budget
+        self.progress = progress
+
+    # Fitting ----------------------------------------------------------------
+
+    def _check_estimator_given(self):
+        if self.estimator is None:
+            raise ValueError(
+                f"{type(self).__name__} needs an estimator to wrap; got estimator=None. "
+                f"Pass one, for example {type(self).__name__}(LogisticRegression())."
+            )
+
+    def fit(self, X, y=None, **fit_params):
+        """Fit a clone of the estimator on X and y, as ``estimator.fit`` would.
+
+        Training is not parallelised by the wrapper: lazy and file inputs are
+        read into memory first. See :class:`Incremental` for training on data
+        larger than memory.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+        **fit_params : dict
+            Passed to ``estimator.fit``.
+
+        Returns
+        -------
+        self : object
+        """
+        self._check_estimator_given()
+        self._check_options()
+        X, y = materialize(X), materialize(y)
+        estimator = clone(self.estimator)
+        estimator.fit(X, y, **fit_params)
+        self.estimator_ = estimator
+        return self
+
+    @available_if(_estimator_has("partial_fit"))
+    def partial_fit(self, X, y=None, **fit_params):
+        """Continue training the fitted estimator, or start one, with ``partial_fit``.
+
+        A clone is started on the first call, or a copy of the estimator when
+        it was given already fitted; the user's estimator is never modified.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), default=None
+        **fit_params : dict
+            Passed to ``estimator.partial_fit``, for example ``classes=``.
+
+        Returns
+        -------
+        self : object
+        """
+        self._check_estimator_given()
+        if "estimator_" not in self.__dict__:
+            fitted = _is_fitted(self.estimator)
+            self.estimator_ = copy.deepcopy(self.estimator) if fitted else clone(self.estimator)
+        X, y = materialize(X), materialize(y)
+        self.estimator_.partial_fit(X, y, **fit_params)
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return "estimator_" in self.__dict__ or (
+            self.estimator is not None and _is_fitted(self.estimator)
+        )
+
+    def _inner_estimator(self):
+        """Return the fitted estimator when there is one, else the unfitted one."""
+        if "estimator_" in self.__dict__:
+            return self.__dict__["estimator_"]
+        return self.estimator
+
+    def _fitted_estimator(self):
+        if "estimator_" in self.__dict__:
+            return self.__dict__["estimator_"]
+        self._check_estimator_given()
+        if _is_fitted(self.estimator):
+            return self.estimator
+        raise NotFittedError(
+            f"This {type(self).__name__} is not fitted yet, and its estimator "
+            f"{type(self.estimator).__name__} is not fitted either. Call fit(X, y) first, "
+            "or wrap an estimator that is already fitted."
+        )
+
+    def __getattr__(self, name):
+        # Learned attributes (``classes_``, ``coef_``, ...) are read from the
+        # fitted estimator at each access rather than copied, so they vanish
+        # on refit when the new fit does not set them.
+        if name.startswith("_") or not name.endswith("_"):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        state = self.__dict__
+        estimator = state.get("estimator_")
+        if estimator is None:
+            inner = state.get("estimator")
+            if inner is None or not _is_fitted(inner):
+                raise AttributeError(
+                    f"'{type(self).__name__}' object has no attribute '{name}': "
+                    "it is not fitted yet."
+                )
+            if name == "estimator_":
+                return inner
+            estimator = inner
+        try:
+            return getattr(estimator, name)
+        except AttributeError as exc:
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{name}' "
+                f"({type(estimator).__name__} has none either)."
+            ) from exc
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if self.estimator is None:
+            return tags
+        inner = get_tags(self.estimator)
+        tags.estimator_type = inner.estimator_type
+        tags.target_tags = copy.deepcopy(inner.target_tags)
+        tags.classifier_tags = copy.deepcopy(inner.classifier_tags)
+        tags.regressor_tags = copy.deepcopy(inner.regressor_tags)
+        tags.transformer_tags = copy.deepcopy(inner.transformer_tags)
+        tags.input_tags = copy.deepcopy(inner.input_tags)
+        tags.non_deterministic = inner.non_deterministic
+        tags.requires_fit = inner.requires_fit
+        return tags
+
+    # Configuration ----------------------------------------------------------
+
+    def _check_options(self) -> RunOptions:
+        """Validate the run knobs and return them, before any work starts."""
+        backend = self.backend
+        if not isinstance(backend, str) or backend not in ("auto", *available_backends()):
+            choices = ", ".join(repr(n) for n in ["auto", *available_backends()])
+            raise ValueError(f"Invalid backend {backend!r}. Choose one of {choices}.")
+        effective_n_workers(self.n_jobs)
+        block_size = _plan.validate_block_size(self.block_size)
+        _plan.parse_memory_budget(self.memory_budget)
+        if not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}.")
+        return RunOptions(
+            backend=backend,
+            n_jobs=self.n_jobs,
+            block_size=block_size,
+            memory_budget=self.memory_budget,
+            progress=self.progress,
+        )
+
+    def _meta_for(self, method):
+        return getattr(self, f"{method}_meta", None)
+
+    # Post-fit methods -------------------------------------------------------
+
+    def _post_fit(self, method, X, execute=None, kwargs=None, **route_options):
+        """Run ``method`` on X by the route X's kind calls for: in memory, lazy or files."""
+        estimator = self._fitted_estimator()
+        options = self._check_options()
+        getattr(estimator, method)
+        route = route_input(X, execute=execute, **route_options)
+        if route is not None:
+            return route(self, estimator, method, X, options, kwargs or {})
+        X, restore_names = check_input_features(estimator, X)
+        return run_in_memory(
+            estimator,
+            method,
+            X,
+            options,
+            kwargs=kwargs,
+            restore_names=restore_names,
+            meta=self._meta_for(method),
+        )
+
+    @available_if(_estimator_has("predict"))
+    def predict(self, X, execute=None, **kwargs):
+        """Predict for X, block by block.
+
+        Parameters
+        ----------
+        X : array-like, frame, sparse matrix, Dask collection or file source
+            The rows to score.
+        execute : bool, default=None
+            For lazy (Dask) inputs, True computes the result and False keeps it
+            lazy (the default). For in-memory inputs, False returns a lazy
+            Dask result and True or None computes it now.
+        **kwargs : dict
+            Passed to ``estimator.predict``.
+
+        Returns
+        -------
+        y_pred : ndarray, frame or lazy collection
+            ``estimator.predict(X)``, with one row per row of X, in order.
+        """
+        return self._post_fit("predict", X, execute, kwargs)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X, execute=None, **kwargs):
+        """Return class probabilities for X, block by block.
+
+        Parameters
+        ----------
+        X : array-like, frame, sparse matrix, Dask collection or file source
+        execute : bool, default=None
+            See :meth:`predict`.
+        **kwargs : dict
+            Passed to ``estimator.predict_proba``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes), or lazy collection
+        """
+        return self._post_fit("predict_proba", X, execute, kwargs)
+
+    @available_if(_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X, execute=None, **kwargs):
+        """Return log class probabilities for X from the estimator's own ``predict_log_proba``.
+
+        Parameters
+        ----------
+        X : array-like, frame, sparse matrix, Dask collection or file source
+        execute : bool, default=None
+            See :meth:`predict`.
+        **kwargs : dict
+            Passed to ``estimator.predict_log_proba``.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes), or lazy collection
+        """
+        return self._post_fit("predict_log_proba", X, execute, kwargs)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X, execute=None, **kwargs):
+        """Return the decision function for X, block by block.
+
+        Parameters
+        ----------
+        X : array-like, frame, sparse matrix, Dask collection or file source
+        execute : bool, default=None
+            See :meth:`predict`.
+        **kwargs : dict
+            Passed to ``estimator.decision_function``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes), or lazy collection
+        """
+        return self._post_fit("decision_function", X, execute, kwargs)
+
+    @available_if(_estimator_has("score_samples"))
+    def score_samples(self, X, execute=None, **kwargs):
+        """Return per-sample scores for X (density, outlier score), block by block.
+
+        Parameters
+        ----------
+        X : array-like, frame, sparse matrix, Dask collection or file source
+        execute : bool, default=None
+            See :meth:`predict`.
+        **kwargs : dict
+            Passed to ``estimator.score_samples``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,), or lazy collection
+        """
+        return self._post_fit("score_samples", X, execute, kwargs)
+
+    @available_if(_estimator_has("transform"))
+    def transform(self, X, execute=None, **kwargs):
+        """Transform X, block by block, honouring the estimator's ``set_output``.
+
+        Parameters
+        ----------
+        X : array-like, frame, sparse matrix, Dask collection or file source
+        execute : bool, default=None
+            See :meth:`predict`.
+        **kwargs : dict
+            Passed to ``estimator.transform``.
+
+        Returns
+        -------
+        X_new : ndarray, sparse matrix, frame, or lazy collection
+        """
+        return self._post_fit("transform", X, execute, kwargs)
+
+    @available_if(_estimator_has("get_feature_names_out"))
+    def get_feature_names_out(self, input_features=None):
+        """Return the output feature names of the fitted estimator's ``transform``."""
+        return self._fitted_estimator().get_feature_names_out(input_features)
+
+    @available_if(_estimator_has("set_output"))
+    def set_output(self, *, transform=None):
+        """Set the output container of ``transform`` ("default", "pandas" or "polars").
+
+        The setting is applied to the wrapped estimator, as
+        ``Pipeline.set_output`` does for its steps.
+
+        Returns
+        -------
+        self : object
+        """
+        if transform is None:
+            return self
+        self.estimator.set_output(transform=transform)
+        if "estimator_" in self.__dict__ and self.estimator_ is not self.estimator:
+            self.estimator_.set_output(transform=transform)
+        return self
+
+    def score(self, X, y=None, sample_weight=None, *, execute=None, compute=True):
+        """Score the fitted estimator on X and y with ``scoring``.
+
+        Predictions are computed block by block; see
+        :func:`postfit.scoring.score` for the metrics and how they stream.
+
+        Parameters
+        ----------
+        X : array-like, frame, Dask collection or file source
+        y : array-like, Dask collection or str, default=None
+            Targets, or the name of a column of X that holds them.
+        sample_weight : array-like of shape (n_samples,), default=None
+        execute : bool, default=None
+            False returns a lazy score for lazy inputs.
+        compute : bool, default=True
+            dask-ml's name for ``execute``; False keeps the score lazy.
+
+        Returns
+        -------
+        score : float, dict of float, or lazy value
+            One float for one metric, a dict of name to float for several.
+        """
+        from .scoring import score
+
+        if execute is None and compute is False:
+            execute = False
+        return score(self, X, y, sample_weight=sample_weight, execute=execute)

@@ -120,6 +120,9 @@ def restore_feature_names(estimator, data, start):
 
 
 def call_method(estimator, method, data, kwargs=None):
+    """Call ``method`` (a method name, or a function of the estimator and rows) on data."""
+    if callable(method):
+        return method(estimator, data, **(kwargs or {}))
     return getattr(estimator, method)(data, **(kwargs or {}))
 
 
@@ -139,8 +142,11 @@ def run_block(
     ----------
     model : estimator or ModelRef
         The fitted estimator, or a reference that the worker resolves once.
-    method : str
-        Name of the post-fit method, such as ``"predict_proba"``.
+    method : str or callable
+        Name of the post-fit method, such as ``"predict_proba"``, or a
+        picklable function ``method(estimator, rows, **kwargs)`` whose
+        result is returned as it is, without the row count check (scoring
+        uses it to reduce a block to the statistics of its metrics).
     block : Block
         The rows to score, or a loader for them.
     kwargs : dict, optional
@@ -176,7 +182,7 @@ def run_block(
     with limit_threads(inner_threads, thread_api):
         out = call_method(estimator, method, data, kwargs)
 
-    returned = output_rows(out)
+    returned = rows if callable(method) else output_rows(out)
     if returned != rows:
         raise BlockError(
             f"{type(estimator).__name__}.{method} returned {returned} rows for "

@@ -1,0 +1,55 @@
+"""Shared fixtures: seeds, data sets, and the loopback-only guard for clusters."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+#: Set to 1 on a machine where Dask and Ray may use interfaces other than loopback.
+ALLOW_NETWORK_ENV = "POSTFIT_ALLOW_NETWORK"
+
+
+def non_loopback_interfaces() -> list[str]:
+    """Return the names of network interfaces that are up and are not loopback."""
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        return []
+    return [name for name in names if name != "lo" and _is_up(name)]
+
+
+def _is_up(name: str) -> bool:
+    try:
+        with open(f"/sys/class/net/{name}/operstate") as f:
+            state = f.read().strip()
+    except OSError:
+        return True
+    return state != "down"
+
+
+def require_loopback_only():
+    """Fail with instructions when a cluster test would run with a real network.
+
+    Ray probes a public address to find its own and listens on every interface,
+    so cluster tests run inside a namespace that holds nothing but loopback.
+    """
+    if os.environ.get(ALLOW_NETWORK_ENV) == "1":
+        return
+    others = non_loopback_interfaces()
+    if others:
+        pytest.fail(
+            "Cluster tests must run in a network namespace that holds only loopback, "
+            f"but these interfaces are up: {', '.join(others)}. Run the suite with "
+            "`bash scripts/test.sh`, or by hand with "
+            "`unshare -n sh -c 'ip link set lo up; exec .venv/bin/python -m pytest'`, "
+            f"or set {ALLOW_NETWORK_ENV}=1 on a machine where that is safe.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

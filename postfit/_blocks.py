@@ -20,6 +20,7 @@ __all__ = [
     "empty_like",
     "n_rows",
     "normalize_input",
+    "sliceable_rows",
     "take_rows",
 ]
 
@@ -60,6 +61,31 @@ def normalize_input(X):
     return X
 
 
+class SparseRows:
+    """A sparse matrix without row slicing (COO, DIA, DOK, BSR), sliced through one CSR copy.
+
+    Blocks come back in the original format, so that a transformer that keeps
+    its input's format (a ``FunctionTransformer``, for example) returns the
+    same format block by block as on the whole input.
+    """
+
+    def __init__(self, X):
+        self.csr = X.tocsr()
+        self.format = X.format
+        self.shape = X.shape
+        self.dtype = X.dtype
+
+    def __getitem__(self, rows: slice):
+        return self.csr[rows].asformat(self.format)
+
+
+def sliceable_rows(X):
+    """Return X, or a :class:`SparseRows` view when X is sparse without row slicing."""
+    if sp.issparse(X) and X.format not in ("csr", "csc", "lil"):
+        return SparseRows(X)
+    return X
+
+
 def n_rows(X) -> int:
     """Return the number of rows (samples) of an in-memory input."""
     if isinstance(X, (list, tuple)):
@@ -84,6 +110,9 @@ def take_rows(X, start: int, stop: int):
         return X.slice(start, stop - start)
     if is_polars(X):
         return X.slice(start, stop - start)
+    if sp.issparse(X) and X.format not in ("csr", "csc", "lil"):
+        # Costs a copy of X: the runner slices such inputs through SparseRows instead.
+        return X.tocsr()[start:stop].asformat(X.format)
     return X[start:stop]
 
 

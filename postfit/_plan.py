@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._blocks import is_arrow_table, is_polars
+from ._blocks import SparseRows, is_arrow_table, is_polars
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ def validate_block_size(value):
 
 def estimate_row_nbytes(X) -> int:
     """Estimate the bytes one row of X takes in memory (at least 1)."""
+    if isinstance(X, SparseRows):
+        X = X.csr
     rows = _rows(X)
     if isinstance(X, np.ndarray):
         width = int(np.prod(X.shape[1:])) if X.ndim > 1 else 1
@@ -150,7 +152,9 @@ def estimate_row_nbytes(X) -> int:
         return max(1, nbytes // rows)
     if isinstance(X, (pd.DataFrame, pd.Series)):
         sample = X.iloc[: min(rows, 100)]
-        return max(1, int(sample.memory_usage(deep=True, index=False).sum()) // len(sample))
+        # Series.memory_usage returns an int and DataFrame.memory_usage a Series.
+        nbytes = int(np.sum(sample.memory_usage(deep=True, index=False)))
+        return max(1, nbytes // len(sample))
     if is_arrow_table(X):
         return max(1, X.nbytes // rows)
     if is_polars(X):

@@ -17,7 +17,7 @@ from functools import partial
 import joblib
 
 from . import _plan
-from ._blocks import OutputCollector, has_index, n_rows, take_rows
+from ._blocks import OutputCollector, has_index, n_rows, sliceable_rows, take_rows
 from ._errors import attach_block
 from ._kernel import Block, call_method, limit_threads, run_block
 from .backends import effective_n_workers, get_backend
@@ -305,6 +305,7 @@ def run_in_memory(
     Returns the same output as ``getattr(estimator, method)(X)``, in X's row
     order, with the type scikit-learn gives for X.
     """
+    X = sliceable_rows(X)
     run = _InMemoryRun(estimator, method, X, options, kwargs, restore_names, meta)
     if run.n == 0:
         # The estimator's own error (or output) for an empty input is the answer.

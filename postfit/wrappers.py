@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
@@ -49,6 +50,13 @@ def _estimator_has(attr):
     return check
 
 
+def _output_options(output, overwrite, resume, keep_columns):
+    """Return the file-output options that differ from their defaults, for ``route_input``."""
+    options = {"output": output, "overwrite": overwrite, "resume": resume}
+    options["keep_columns"] = keep_columns
+    return {name: value for name, value in options.items() if value not in (None, False)}
+
+
 class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
     """Run the post-fit methods of a scikit-learn estimator block by block, in parallel.
 
@@ -79,6 +87,10 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         (processes), ``"dask"``, ``"ray"``, or ``"auto"``, which times the
         first rows and picks threads for estimators that release the GIL,
         processes for those that hold it, and a direct call for small inputs.
+    backend_options : dict, default=None
+        Keyword arguments of the backend, for example
+        ``{"client": client}`` to run the ``"dask"`` backend on a given
+        ``distributed.Client`` rather than the current default client.
     n_jobs : int or None, default=-1
         Number of workers, with scikit-learn's meaning: ``-1`` for all cores,
         ``None`` for 1 unless a ``joblib.parallel_config`` context says
@@ -140,6 +152,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         predict_proba_meta=None,
         transform_meta=None,
         backend="auto",
+        backend_options=None,
         n_jobs=-1,
         block_size="auto",
         memory_budget="auto",
@@ -151,6 +164,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         self.predict_proba_meta = predict_proba_meta
         self.transform_meta = transform_meta
         self.backend = backend
+        self.backend_options = backend_options
         self.n_jobs = n_jobs
         self.block_size = block_size
         self.memory_budget = memory_budget
@@ -245,6 +259,12 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         # fitted estimator at each access rather than copied, so they vanish
         # on refit when the new fit does not set them.
         if name.startswith("_") or not name.endswith("_"):
+            descriptor = inspect.getattr_static(type(self), name, None)
+            if hasattr(descriptor, "__get__"):
+                # An ``available_if`` method whose check failed: Python falls
+                # back to __getattr__, so raise the descriptor's own error,
+                # which keeps the inner estimator's AttributeError as cause.
+                descriptor.__get__(self, type(self))
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
         state = self.__dict__
         estimator = state.get("estimator_")
@@ -292,6 +312,12 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         effective_n_workers(self.n_jobs)
         block_size = _plan.validate_block_size(self.block_size)
         _plan.parse_memory_budget(self.memory_budget)
+        backend_options = self.backend_options
+        if backend_options is not None and not isinstance(backend_options, dict):
+            raise ValueError(
+                f"backend_options must be a dict or None, got {backend_options!r}. "
+                "Pass keyword arguments of the backend, for example {'client': client}."
+            )
         if not isinstance(self.progress, bool):
             raise ValueError(f"progress must be True or False, got {self.progress!r}.")
         return RunOptions(
@@ -300,6 +326,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             block_size=block_size,
             memory_budget=self.memory_budget,
             progress=self.progress,
+            backend_options=dict(backend_options or {}),
         )
 
     def _meta_for(self, method):
@@ -315,6 +342,11 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         route = route_input(X, execute=execute, **route_options)
         if route is not None:
             return route(self, estimator, method, X, options, kwargs or {})
+        if route_options:
+            raise ValueError(
+                f"{', '.join(sorted(route_options))} apply to file outputs and sources; pass "
+                "output= as well, or a source such as postfit.read_parquet(path)."
+            )
         X, restore_names = check_input_features(estimator, X)
         return run_in_memory(
             estimator,
@@ -327,7 +359,17 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         )
 
     @available_if(_estimator_has("predict"))
-    def predict(self, X, execute=None, **kwargs):
+    def predict(
+        self,
+        X,
+        execute=None,
+        *,
+        output=None,
+        overwrite=False,
+        resume=False,
+        keep_columns=None,
+        **kwargs,
+    ):
         """Predict for X, block by block.
 
         Parameters
@@ -338,6 +380,19 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             For lazy (Dask) inputs, True computes the result and False keeps it
             lazy (the default). For in-memory inputs, False returns a lazy
             Dask result and True or None computes it now.
+        output : str or path-like, default=None
+            Write the output to files instead of returning it: a Parquet
+            dataset directory, or a path ending in ``.csv``, ``.npy`` or
+            ``.zarr``. One part is written per block; a
+            :class:`postfit.io.WriteResult` is returned.
+        overwrite : bool, default=False
+            Replace an existing output that postfit wrote.
+        resume : bool, default=False
+            Continue an unfinished run on ``output``, scoring only the
+            blocks it did not finish.
+        keep_columns : list of str, default=None
+            Input columns (such as ids) to put next to the output, in
+            ``output`` or in the returned frame.
         **kwargs : dict
             Passed to ``estimator.predict``.
 
@@ -346,10 +401,21 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         y_pred : ndarray, frame or lazy collection
             ``estimator.predict(X)``, with one row per row of X, in order.
         """
-        return self._post_fit("predict", X, execute, kwargs)
+        files = _output_options(output, overwrite, resume, keep_columns)
+        return self._post_fit("predict", X, execute, kwargs, **files)
 
     @available_if(_estimator_has("predict_proba"))
-    def predict_proba(self, X, execute=None, **kwargs):
+    def predict_proba(
+        self,
+        X,
+        execute=None,
+        *,
+        output=None,
+        overwrite=False,
+        resume=False,
+        keep_columns=None,
+        **kwargs,
+    ):
         """Return class probabilities for X, block by block.
 
         Parameters
@@ -357,6 +423,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         X : array-like, frame, sparse matrix, Dask collection or file source
         execute : bool, default=None
             See :meth:`predict`.
+        output, overwrite, resume, keep_columns
+            Write the output to files; see :meth:`predict`.
         **kwargs : dict
             Passed to ``estimator.predict_proba``.
 
@@ -364,10 +432,21 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes), or lazy collection
         """
-        return self._post_fit("predict_proba", X, execute, kwargs)
+        files = _output_options(output, overwrite, resume, keep_columns)
+        return self._post_fit("predict_proba", X, execute, kwargs, **files)
 
     @available_if(_estimator_has("predict_log_proba"))
-    def predict_log_proba(self, X, execute=None, **kwargs):
+    def predict_log_proba(
+        self,
+        X,
+        execute=None,
+        *,
+        output=None,
+        overwrite=False,
+        resume=False,
+        keep_columns=None,
+        **kwargs,
+    ):
         """Return log class probabilities for X from the estimator's own ``predict_log_proba``.
 
         Parameters
@@ -375,6 +454,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         X : array-like, frame, sparse matrix, Dask collection or file source
         execute : bool, default=None
             See :meth:`predict`.
+        output, overwrite, resume, keep_columns
+            Write the output to files; see :meth:`predict`.
         **kwargs : dict
             Passed to ``estimator.predict_log_proba``.
 
@@ -382,10 +463,21 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         -------
         log_proba : ndarray of shape (n_samples, n_classes), or lazy collection
         """
-        return self._post_fit("predict_log_proba", X, execute, kwargs)
+        files = _output_options(output, overwrite, resume, keep_columns)
+        return self._post_fit("predict_log_proba", X, execute, kwargs, **files)
 
     @available_if(_estimator_has("decision_function"))
-    def decision_function(self, X, execute=None, **kwargs):
+    def decision_function(
+        self,
+        X,
+        execute=None,
+        *,
+        output=None,
+        overwrite=False,
+        resume=False,
+        keep_columns=None,
+        **kwargs,
+    ):
         """Return the decision function for X, block by block.
 
         Parameters
@@ -393,6 +485,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         X : array-like, frame, sparse matrix, Dask collection or file source
         execute : bool, default=None
             See :meth:`predict`.
+        output, overwrite, resume, keep_columns
+            Write the output to files; see :meth:`predict`.
         **kwargs : dict
             Passed to ``estimator.decision_function``.
 
@@ -400,10 +494,21 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,) or (n_samples, n_classes), or lazy collection
         """
-        return self._post_fit("decision_function", X, execute, kwargs)
+        files = _output_options(output, overwrite, resume, keep_columns)
+        return self._post_fit("decision_function", X, execute, kwargs, **files)
 
     @available_if(_estimator_has("score_samples"))
-    def score_samples(self, X, execute=None, **kwargs):
+    def score_samples(
+        self,
+        X,
+        execute=None,
+        *,
+        output=None,
+        overwrite=False,
+        resume=False,
+        keep_columns=None,
+        **kwargs,
+    ):
         """Return per-sample scores for X (density, outlier score), block by block.
 
         Parameters
@@ -411,6 +516,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         X : array-like, frame, sparse matrix, Dask collection or file source
         execute : bool, default=None
             See :meth:`predict`.
+        output, overwrite, resume, keep_columns
+            Write the output to files; see :meth:`predict`.
         **kwargs : dict
             Passed to ``estimator.score_samples``.
 
@@ -418,10 +525,21 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,), or lazy collection
         """
-        return self._post_fit("score_samples", X, execute, kwargs)
+        files = _output_options(output, overwrite, resume, keep_columns)
+        return self._post_fit("score_samples", X, execute, kwargs, **files)
 
     @available_if(_estimator_has("transform"))
-    def transform(self, X, execute=None, **kwargs):
+    def transform(
+        self,
+        X,
+        execute=None,
+        *,
+        output=None,
+        overwrite=False,
+        resume=False,
+        keep_columns=None,
+        **kwargs,
+    ):
         """Transform X, block by block, honouring the estimator's ``set_output``.
 
         Parameters
@@ -429,6 +547,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         X : array-like, frame, sparse matrix, Dask collection or file source
         execute : bool, default=None
             See :meth:`predict`.
+        output, overwrite, resume, keep_columns
+            Write the output to files; see :meth:`predict`.
         **kwargs : dict
             Passed to ``estimator.transform``.
 
@@ -436,7 +556,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         -------
         X_new : ndarray, sparse matrix, frame, or lazy collection
         """
-        return self._post_fit("transform", X, execute, kwargs)
+        files = _output_options(output, overwrite, resume, keep_columns)
+        return self._post_fit("transform", X, execute, kwargs, **files)
 
     @available_if(_estimator_has("get_feature_names_out"))
     def get_feature_names_out(self, input_features=None):

@@ -1,0 +1,459 @@
+"""Dask collections in, lazy Dask collections out.
+
+A Dask Array gives a Dask Array with the input's row chunks; a Dask DataFrame
+or Series gives a Dask Series (one output column) or DataFrame (several) with
+the input's index and divisions. Each chunk or partition is scored by
+``postfit._kernel.run_block``, so the results equal those of the in-memory
+path.
+
+The model enters the graph once. Under a ``distributed`` client it is
+scattered to every worker and the graph holds the future; otherwise it is one
+graph key that every task depends on. The declared meta comes from the
+user's meta, else from fitted attributes, else from running the method on the
+first rows of the first non-empty chunk; every output is converted to it, so
+the declared meta equals what the chunks compute to.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+import warnings
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import _plan
+from ._blocks import EmptyOutput, empty_like, is_arrow_table, is_polars, n_rows, take_rows
+from ._errors import attach_block
+from ._kernel import Block, call_method, restore_feature_names, run_block
+from ._meta import coerce_to_meta, meta_from_attributes, normalize_user_meta
+from ._validation import check_input_features
+from .backends import effective_n_workers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_dask", "run_lazy_in_memory", "to_dask"]
+
+#: Rows that meta inference runs the method on, from the first non-empty chunk.
+META_SAMPLE_ROWS = 1
+
+
+def _reject_route_options(route_options):
+    if route_options:
+        names = ", ".join(sorted(route_options))
+        raise TypeError(
+            f"Unexpected option(s) for a Dask input: {names}. Dask inputs take only execute=."
+        )
+
+
+def run_dask(
+    wrapper, estimator, method, X, options, kwargs, *, execute=None, output=None, **route_options
+):
+    """Run ``method`` on a Dask collection; return a lazy collection, or compute it.
+
+    Parameters
+    ----------
+    wrapper : ParallelPostFit
+        The wrapper, read for the user's meta of ``method``.
+    estimator : fitted estimator
+    method : str
+        Name of the post-fit method.
+    X : dask.array.Array, dask.dataframe.DataFrame or dask.dataframe.Series
+    options : RunOptions
+        The wrapper's run options (unused: Dask's scheduler runs the chunks).
+    kwargs : dict
+        Keyword arguments of the method.
+    execute : bool, optional
+        True computes the result; False or None keeps it lazy.
+    output : None
+        File outputs are written with the lazy result's own writers
+        (``to_parquet``, ``to_zarr``), so this must be None.
+
+    Returns
+    -------
+    result : dask.array.Array, dask.dataframe.Series or DataFrame, or computed result
+    """
+    _reject_route_options(route_options)
+    if output is not None:
+        raise ValueError(
+            f"output={output!r} is not supported for a Dask input. Keep the result lazy and "
+            "write it with its own writer, for example "
+            "clf.predict(ddf).to_frame().to_parquet(path) or clf.predict(darr).to_zarr(path)."
+        )
+    user_meta = wrapper._meta_for(method) if isinstance(method, str) else None
+    result = map_collection(estimator, method, X, kwargs or {}, user_meta)
+    if execute:
+        return result.compute()
+    return result
+
+
+def run_lazy_in_memory(wrapper, estimator, method, X, options, kwargs, **route_options):
+    """Run ``method`` lazily on an in-memory input: return a Dask collection of the output.
+
+    X becomes a Dask collection cut in blocks of the size the planner picks
+    (see :func:`to_dask`), then is mapped as any Dask input.
+    """
+    _reject_route_options(route_options)
+    lazy_input = to_dask(X, options)
+    return run_dask(wrapper, estimator, method, lazy_input, options, kwargs, execute=False)
+
+
+def to_dask(X, options):
+    """Return an in-memory input as a Dask collection of row blocks.
+
+    NumPy arrays, scipy.sparse matrices and lists become Dask Arrays; pandas
+    frames and Series become Dask DataFrames and Series, with divisions known
+    when the index is sorted. polars frames and pyarrow Tables become Dask
+    DataFrames through pandas.
+    """
+    if is_polars(X) or is_arrow_table(X):
+        X = X.to_pandas()
+    if isinstance(X, (list, tuple)):
+        X = np.asarray(X)
+    if sp.issparse(X):
+        X = X.tocsr()
+
+    block_size = _block_size(X, options)
+    if isinstance(X, (pd.DataFrame, pd.Series)):
+        n_partitions = max(1, -(-len(X) // block_size))
+        # from_pandas with sort=True would sort the rows by index; only a
+        # sorted index can give known divisions without reordering rows.
+        return dd.from_pandas(X, npartitions=n_partitions, sort=X.index.is_monotonic_increasing)
+    if isinstance(X, np.ndarray) or sp.issparse(X):
+        if X.ndim not in (1, 2):
+            raise ValueError(
+                f"X has {X.ndim} dimensions (shape {X.shape}), but estimators take 1-D or "
+                "2-D input. Reshape it, for example X.reshape(len(X), -1)."
+            )
+        chunks = (block_size,) if X.ndim == 1 else (block_size, X.shape[1])
+        meta = X[:0] if sp.issparse(X) else None
+        return da.from_array(X, chunks=chunks, asarray=not sp.issparse(X), meta=meta)
+    raise TypeError(
+        f"execute=False cannot make a Dask collection of a {type(X).__name__}. Pass a NumPy "
+        "array, a scipy.sparse matrix, a list, a pandas, polars or pyarrow table, or a Dask "
+        "collection."
+    )
+
+
+def _block_size(X, options):
+    if options.block_size != "auto":
+        return int(options.block_size)
+    return _plan.choose_block_size(
+        max(1, n_rows(X)),
+        _plan.estimate_row_nbytes(X),
+        effective_n_workers(options.n_jobs),
+        _plan.parse_memory_budget(options.memory_budget),
+    )
+
+
+# Building the graph -----------------------------------------------------------
+
+
+def map_collection(estimator, method, X, kwargs, user_meta=None):
+    """Return the lazy output of ``method`` on the Dask collection X."""
+    if isinstance(X, da.Array):
+        return _map_array(estimator, method, X, kwargs, user_meta)
+    if isinstance(X, (dd.DataFrame, dd.Series)):
+        return _map_frame(estimator, method, X, kwargs, user_meta)
+    raise TypeError(
+        f"postfit takes Dask Arrays, DataFrames and Series, got a {type(X).__name__}. "
+        "Convert it first, for example with dask.array.from_delayed or bag.to_dataframe()."
+    )
+
+
+def model_node(estimator):
+    """Return the model as one node of a graph: a scattered future, or a Delayed.
+
+    Under a ``distributed`` client the model is scattered to every worker now,
+    and the returned future keeps it there for as long as a graph refers to
+    it. A graph that embedded the model would be sent with each compute.
+    """
+    client = _current_client()
+    if client is not None:
+        return client.scatter(estimator, broadcast=True, hash=False)
+    name = f"postfit-model-{uuid.uuid4().hex}"
+    return dask.delayed(estimator, name=name, traverse=False)
+
+
+def _current_client():
+    # Importing distributed costs about half a second, and no client can
+    # exist unless it was imported already.
+    if "distributed" not in sys.modules:
+        return None
+    from .backends.dask import current_client
+
+    return current_client(required=False)
+
+
+def _map_array(estimator, method, X, kwargs, user_meta):
+    if X.ndim not in (1, 2):
+        raise ValueError(
+            f"X has {X.ndim} dimensions (shape {X.shape}), but estimators take 1-D or 2-D "
+            "input. Reshape it, for example X.reshape((X.shape[0], -1))."
+        )
+    if X.ndim == 2 and X.numblocks[1] > 1:
+        # Every block must hold whole rows, with all features.
+        X = X.rechunk({1: -1})
+    restore_names = _check_array_features(estimator, X)
+
+    base = _find_meta(estimator, method, X, kwargs, user_meta, restore_names)
+    meta = _array_meta(base)
+    if meta.ndim not in (1, 2):
+        raise ValueError(
+            f"{type(estimator).__name__}.{method} returns {meta.ndim}-D output, but a Dask "
+            "Array result holds 1-D or 2-D output. Call it on an in-memory input instead."
+        )
+
+    row_chunks = X.chunks[0]
+    chunks = (row_chunks,) if meta.ndim == 1 else (row_chunks, (meta.shape[1],))
+    axes = {}
+    if X.ndim == 2 and meta.ndim == 1:
+        axes["drop_axis"] = 1
+    elif X.ndim == 1 and meta.ndim == 2:
+        axes["new_axis"] = 1
+    return da.map_blocks(
+        score_chunk,
+        X,
+        model_node(estimator),
+        method,
+        kwargs,
+        restore_names,
+        meta,
+        chunks=chunks,
+        meta=meta,
+        dtype=meta.dtype,
+        name=f"postfit-{_method_name(method)}-{uuid.uuid4().hex[:12]}",
+        **axes,
+    )
+
+
+def _map_frame(estimator, method, X, kwargs, user_meta):
+    X, to_numpy = _check_frame_features(estimator, X)
+    base = _find_meta(estimator, method, X, kwargs, user_meta, False, to_numpy)
+    if sp.issparse(base) or isinstance(base, list):
+        kind = "a sparse matrix" if sp.issparse(base) else "a list of arrays"
+        raise TypeError(
+            f"{type(estimator).__name__}.{method} returns {kind}, which a Dask DataFrame "
+            f"cannot hold. Convert the input with X.to_dask_array(lengths=True) for a Dask "
+            "Array result, or configure the estimator to return a dense array."
+        )
+    meta = _frame_meta(estimator, method, base, X._meta.index)
+    return X.map_partitions(
+        score_partition,
+        model_node(estimator),
+        method,
+        kwargs,
+        to_numpy,
+        meta,
+        meta=meta,
+        token=f"postfit-{_method_name(method)}",
+    )
+
+
+def _method_name(method):
+    return method if isinstance(method, str) else getattr(method, "__name__", "method")
+
+
+# Input checks -----------------------------------------------------------------
+
+
+def _check_array_features(estimator, X):
+    """Check a Dask Array's width against the fitted one; return whether to restore names."""
+    if X.ndim != 2 or np.isnan(X.shape[1]):
+        return False
+    width = int(X.shape[1])
+    if sp.issparse(X._meta):
+        probe = sp.csr_matrix((0, width), dtype=X.dtype)
+    else:
+        probe = np.empty((0, width), dtype=X.dtype)
+    _, restore_names = check_input_features(estimator, probe)
+    return restore_names
+
+
+def _check_frame_features(estimator, X):
+    """Check a Dask DataFrame's columns against the fitted ones.
+
+    Returns the frame, with its columns reordered when only their order
+    differs from fit, and whether partitions are passed as NumPy arrays,
+    which is the case when the estimator was fitted without feature names.
+    """
+    if isinstance(X, dd.Series):
+        return X, False
+    checked, _ = check_input_features(estimator, X._meta)
+    if list(checked.columns) != list(X._meta.columns):
+        X = X[list(checked.columns)]
+    fitted_width = getattr(estimator, "n_features_in_", None)
+    has_names = all(isinstance(c, str) for c in X._meta.columns)
+    unnamed_fit = getattr(estimator, "feature_names_in_", None) is None
+    if has_names and unnamed_fit and fitted_width is not None:
+        # scikit-learn warns on every call given a frame with string column
+        # names when fitted on an array; warn once here and give the
+        # partitions as arrays.
+        warnings.warn(
+            f"X has feature names, but {type(estimator).__name__} was fitted without feature names",
+            UserWarning,
+            stacklevel=6,
+        )
+        return X, True
+    return X, False
+
+
+# Metadata ---------------------------------------------------------------------
+
+
+def _find_meta(estimator, method, X, kwargs, user_meta, restore_names, to_numpy=False):
+    """Return an empty prototype of the output: user meta, fitted attributes, or real rows."""
+    if user_meta is not None:
+        return normalize_user_meta(user_meta)
+    if isinstance(method, str):
+        meta = meta_from_attributes(estimator, method)
+        if meta is not None:
+            return meta
+
+    sample = first_rows(X, META_SAMPLE_ROWS)
+    if sample is None:
+        raise ValueError(
+            f"Cannot infer the output of {type(estimator).__name__}.{_method_name(method)}: "
+            f"every chunk of the Dask input is empty. Pass {_method_name(method)}_meta= to "
+            "ParallelPostFit (an empty array or frame shaped like the output)."
+        )
+    if to_numpy:
+        sample = sample.to_numpy()
+    if restore_names:
+        sample = restore_feature_names(estimator, sample, 0)
+    out = call_method(estimator, method, sample, kwargs)
+    return empty_like(out)
+
+
+def first_rows(X, n):
+    """Return the first ``n`` rows of the first non-empty chunk of X, or None.
+
+    Chunks are computed a few at a time, more each round, so that an input
+    whose first chunks are empty (after a filter, say) is not computed whole
+    when a later chunk has rows.
+    """
+    n_chunks = X.numblocks[0] if isinstance(X, da.Array) else X.npartitions
+    start, batch = 0, 1
+    while start < n_chunks:
+        stop = min(n_chunks, start + batch)
+        heads = [_chunk_head(X, i, n) for i in range(start, stop)]
+        for head in dask.compute(*heads):
+            if n_rows(head) > 0:
+                return head
+        start, batch = stop, batch * 4
+    return None
+
+
+def _chunk_head(X, i, n):
+    if isinstance(X, da.Array):
+        return dask.delayed(take_rows)(X.blocks[i], 0, n)
+    return X.partitions[i].map_partitions(take_rows, 0, n, meta=X._meta)
+
+
+def _array_meta(base):
+    """Return the meta of a Dask Array output: an empty NumPy array or sparse matrix."""
+    if sp.issparse(base):
+        return base
+    if isinstance(base, list):
+        raise TypeError(
+            "The method returns a list of arrays (one per output), which a Dask Array cannot "
+            "hold. Call it on an in-memory input, or on each output's estimator."
+        )
+    array = np.asarray(base)
+    return array.reshape((0,) + array.shape[1:])
+
+
+def _frame_meta(estimator, method, base, index):
+    """Return the meta of a Dask DataFrame output: an empty Series or DataFrame."""
+    index = index[:0]
+    if isinstance(base, pd.DataFrame):
+        return base.iloc[:0].set_axis(index, axis=0)
+    if isinstance(base, pd.Series):
+        return pd.Series(base.to_numpy()[:0], index=index, name=base.name, dtype=base.dtype)
+    array = np.asarray(base)
+    if array.ndim == 1:
+        return pd.Series(np.empty(0, dtype=array.dtype), index=index)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{type(estimator).__name__}.{_method_name(method)} returns {array.ndim}-D "
+            "output, which a Dask DataFrame cannot hold. Pass a Dask Array instead."
+        )
+    columns = output_columns(estimator, method, array.shape[1])
+    return pd.DataFrame(
+        np.empty((0, array.shape[1]), dtype=array.dtype), index=index, columns=columns
+    )
+
+
+def output_columns(estimator, method, width):
+    """Return column names for a 2-D output of ``width`` columns.
+
+    Class labels for probabilities and multi-class decision functions, the
+    output feature names for ``transform``, and 0 to ``width - 1`` otherwise.
+    """
+    classes = getattr(estimator, "classes_", None)
+    per_class = ("predict_proba", "predict_log_proba", "decision_function")
+    has_classes = isinstance(classes, np.ndarray) and classes.ndim == 1
+    if method in per_class and has_classes and len(classes) == width:
+        return pd.Index(classes)
+    if method == "transform" and hasattr(estimator, "get_feature_names_out"):
+        try:
+            names = estimator.get_feature_names_out()
+        except (AttributeError, ValueError, TypeError):
+            # Some transformers define the method but cannot name their
+            # output for this fit; fall back to positions.
+            names = None
+        if names is not None and len(names) == width:
+            return pd.Index(names)
+    return pd.RangeIndex(width)
+
+
+# Per-chunk functions, run by the workers ------------------------------------
+
+
+def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=None):
+    """Score one chunk of a Dask Array and return the output as ``meta``'s type."""
+    index, start, stop = 0, None, None
+    if block_info is not None and 0 in block_info:
+        index = block_info[0]["chunk-location"][0]
+        start, stop = block_info[0]["array-location"][0]
+        if np.isnan(start) or np.isnan(stop):
+            start = stop = None
+    block = Block(index, start, stop, data)
+    with attach_block(block):
+        out = run_block(model, method, block, kwargs, restore_names=restore_names)
+
+    if isinstance(out, EmptyOutput):
+        return meta
+    if sp.issparse(meta):
+        out = out if sp.issparse(out) else sp.csr_matrix(np.asarray(out))
+        return out.asformat(meta.format).astype(meta.dtype)
+    return coerce_to_meta(np.asarray(out), meta)
+
+
+def score_partition(part, model, method, kwargs, to_numpy, meta, partition_info=None):
+    """Score one partition of a Dask DataFrame or Series; return it as ``meta``'s type.
+
+    The output takes the partition's index, so the result keeps the input's
+    index and divisions.
+    """
+    number = partition_info["number"] if partition_info else 0
+    data = part.to_numpy() if to_numpy else part
+    block = Block(number, None, None, data)
+    with attach_block(block):
+        out = run_block(model, method, block, kwargs)
+
+    if isinstance(out, EmptyOutput):
+        return meta.set_axis(part.index[:0], axis=0)
+    if isinstance(meta, pd.Series):
+        values = out.to_numpy() if isinstance(out, (pd.Series, pd.DataFrame)) else out
+        values = np.asarray(values).reshape(len(part))
+        return pd.Series(values, index=part.index, name=meta.name).astype(meta.dtype)
+    values = out.to_numpy() if isinstance(out, pd.DataFrame) else np.asarray(out)
+    frame = pd.DataFrame(values, index=part.index, columns=meta.columns)
+    return frame.astype(meta.dtypes.to_dict())

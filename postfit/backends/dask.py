@@ -1,0 +1,229 @@
+"""The dask backend: blocks as tasks on a ``distributed`` cluster.
+
+postfit never starts a cluster. The backend uses the client given as
+``client=`` in the backend options, or else the current default client: the
+last ``distributed.Client`` created, or the one made current with
+``client.as_current()``.
+
+The model is scattered once to every worker (``broadcast=True``), so each
+worker process receives and deserialises it once per run, and every task takes
+the worker's copy as a dependency. Rows of an in-memory input are scattered
+block by block just before their task is submitted, so no task graph embeds
+input data. Blocks of file sources carry only a small loader, which the worker
+calls to read its own rows; a file sink's ``write`` also runs on the worker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import uuid
+from functools import partial
+
+import distributed
+
+from .._errors import attach_block
+from .._kernel import Block
+from ..exceptions import WorkerCrashedError
+from ._base import Backend
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DaskBackend", "current_client"]
+
+#: How many times a block is scattered and submitted again when the worker
+#: that held its rows died before scoring them. Dask recomputes lost tasks
+#: itself, but scattered data has no task to recompute it from.
+LOST_INPUT_RETRIES = 3
+
+_HOW_TO_START = (
+    "Start one first, for example `from distributed import Client; client = Client()` "
+    "for a cluster on this machine, or `Client('tcp://scheduler:8786')` for an existing "
+    "one; postfit never starts a cluster itself."
+)
+
+
+def current_client(client=None, required=True):
+    """Return ``client``, or the current default ``distributed.Client``.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        A client to use as it is.
+    required : bool, default=True
+        Raise when there is no client; otherwise return None.
+    """
+    if client is not None:
+        if not isinstance(client, distributed.Client):
+            raise TypeError(
+                f"client must be a distributed.Client, got {type(client).__name__}. "
+                + _HOW_TO_START
+            )
+        return client
+    try:
+        return distributed.default_client()
+    except ValueError:
+        if not required:
+            return None
+        raise RuntimeError(
+            "The 'dask' backend needs a running Dask cluster, but no distributed.Client "
+            "was given or is current. " + _HOW_TO_START + " Pass it as "
+            "ParallelPostFit(..., backend='dask', backend_options={'client': client}), or "
+            "create it before the call so that it is the default client."
+        ) from None
+
+
+def _split_partial(func):
+    """Return ``(target, args, keywords)`` so that ``func(x) == target(*args, x, **keywords)``.
+
+    distributed replaces futures found in a task's arguments (inside tuples,
+    lists and dicts) by their values on the worker, but not futures inside a
+    ``functools.partial``, so the partial's parts are passed separately.
+    """
+    if isinstance(func, partial):
+        return func.func, tuple(func.args), dict(func.keywords)
+    return func, (), {}
+
+
+def _run_task(target, args, keywords, index, start, stop, data):
+    """Rebuild the block on the worker and score it."""
+    return target(*args, Block(index, start, stop, data), **keywords)
+
+
+def _is_lost_input(exc: BaseException) -> bool:
+    """Return True for the error of a task whose scattered input died with its worker."""
+    return isinstance(exc, concurrent.futures.CancelledError)
+
+
+class DaskBackend(Backend):
+    """Score blocks as tasks on the workers of a ``distributed`` cluster.
+
+    Parameters
+    ----------
+    n_workers : int
+        Ignored: the number of worker threads in the cluster sets how many
+        blocks run at once.
+    client : distributed.Client, optional
+        The client of the cluster to run on. Default: the current client.
+    """
+
+    name = "dask"
+    in_process = False
+
+    def __init__(self, n_workers: int = 1, client=None, **options):
+        super().__init__(n_workers, **options)
+        self.client = current_client(client)
+        threads = sum(self.client.nthreads().values())
+        if threads == 0:
+            raise RuntimeError(
+                f"The Dask cluster of {self.client} has no workers. Start workers, or "
+                "wait for them with client.wait_for_workers(n), before running on it."
+            )
+        self.n_workers = threads
+        self._run_id = uuid.uuid4().hex[:12]
+
+    def inner_threads(self, n_cores):
+        # Dask's nanny starts workers with OMP_NUM_THREADS, MKL_NUM_THREADS and
+        # OPENBLAS_NUM_THREADS set to 1 (``distributed.nanny.pre-spawn-environ``),
+        # and a cluster's own settings win over a guess made from the client's cores.
+        return None
+
+    @contextlib.contextmanager
+    def ship_model(self, estimator):
+        # hash=False skips tokenising the whole model, which would pickle it
+        # once more only to name the key.
+        future = self.client.scatter(estimator, broadcast=True, hash=False)
+        logger.debug("dask backend: model scattered to every worker as %s", future.key)
+        try:
+            yield future
+        finally:
+            future.release()
+
+    def _submit(self, target, args, keywords, block, attempt):
+        data = block.data
+        if not hasattr(data, "load"):
+            # A list in a list: scatter would otherwise scatter each item.
+            data = self.client.scatter([data], hash=False)[0]
+        return self.client.submit(
+            _run_task,
+            target,
+            args,
+            keywords,
+            block.index,
+            block.start,
+            block.stop,
+            data,
+            key=f"postfit-{self._run_id}-block-{block.index}-{attempt}",
+            pure=False,
+        )
+
+    def imap_unordered(self, func, blocks, max_in_flight):
+        target, args, keywords = _split_partial(func)
+        pending = {}
+        attempts = {}
+        blocks = iter(blocks)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < max_in_flight:
+                    block = next(blocks, None)
+                    if block is None:
+                        exhausted = True
+                        break
+                    attempts[block.index] = 0
+                    pending[self._submit(target, args, keywords, block, 0)] = block
+
+                if not pending:
+                    return
+                done = distributed.wait(list(pending), return_when="FIRST_COMPLETED").done
+                for future in [f for f in pending if f in done]:
+                    block = pending.pop(future)
+                    retry = self._retry_if_input_lost(future, block, attempts)
+                    if retry is not None:
+                        pending[self._submit(target, args, keywords, block, retry)] = block
+                        continue
+                    yield block, self._result(future, block)
+        except BaseException:
+            self.client.cancel(list(pending))
+            raise
+
+    def _retry_if_input_lost(self, future, block, attempts):
+        """Return the next attempt number when ``block`` must be submitted again, else None."""
+        if future.status != "error" and future.status != "cancelled":
+            return None
+        exc = future.exception() if future.status == "error" else None
+        if future.status == "error" and not _is_lost_input(exc):
+            return None
+        attempts[block.index] += 1
+        if attempts[block.index] > LOST_INPUT_RETRIES:
+            return None
+        logger.warning(
+            "dask backend: %s lost its input with a worker (status %s); submitting it "
+            "again, attempt %d of %d",
+            block.describe(),
+            future.status,
+            attempts[block.index],
+            LOST_INPUT_RETRIES,
+        )
+        return attempts[block.index]
+
+    def _result(self, future, block):
+        try:
+            with attach_block(block):
+                return future.result()
+        except distributed.scheduler.KilledWorker as exc:
+            raise WorkerCrashedError(
+                f"Dask workers died while scoring {block.describe()} ({exc}). Nothing was "
+                "returned or marked complete. A worker that dies is often out of memory: "
+                "lower memory_budget or block_size, or give the workers more memory."
+            ) from exc
+        except Exception as exc:
+            if _is_lost_input(exc) or future.status == "cancelled":
+                raise WorkerCrashedError(
+                    f"The input of {block.describe()} was lost with a Dask worker "
+                    f"{LOST_INPUT_RETRIES + 1} times ({type(exc).__name__}: {exc}). Nothing "
+                    "was returned or marked complete. Check the workers' logs for why they "
+                    "die."
+                ) from exc
+            raise

@@ -1,0 +1,165 @@
+"""Model files: skops files loaded with an explicit list of trusted types, pickles only on trust.
+
+Loading a pickle (``.pkl``, ``.pickle``, ``.joblib``) runs whatever code the
+file names, so a pickle is loaded only when the caller passes
+``trusted=True``. A skops file names the types it holds and builds them
+without running their code. postfit trusts the types of scikit-learn,
+NumPy, SciPy and postfit itself in skops files and rejects any other type
+unless the caller trusts it by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .exceptions import UntrustedModelError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_model", "save_model", "trusted_types"]
+
+#: Modules whose types postfit trusts in skops files, beyond skops' own defaults.
+TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "postfit.")
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+SKOPS_SUFFIXES = (".skops",)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _open(path):
+    import fsspec
+
+    return fsspec.open(os.fspath(path), "rb")
+
+
+def _read_bytes(path) -> bytes:
+    try:
+        with _open(path) as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"Model file not found: {os.fspath(path)!r}.") from exc
+    except IsADirectoryError as exc:
+        raise IsADirectoryError(
+            f"Model path {os.fspath(path)!r} is a directory; pass a .skops or pickle file."
+        ) from exc
+
+
+def trusted_types(untrusted, trusted=None):
+    """Split skops' list of ``untrusted`` types into (accepted, rejected).
+
+    A type is accepted when its module is one of ``TRUSTED_MODULE_PREFIXES``
+    or when ``trusted`` names it.
+    """
+    named = {t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}" for t in trusted or []}
+    accepted, rejected = [], []
+    for name in untrusted:
+        if name in named or name.startswith(TRUSTED_MODULE_PREFIXES):
+            accepted.append(name)
+        else:
+            rejected.append(name)
+    return accepted, rejected
+
+
+def _load_skops(data, path, trusted):
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(data=data)
+    if trusted is True:
+        return sio.loads(data, trusted=untrusted)
+    accepted, rejected = trusted_types(untrusted, trusted if isinstance(trusted, list) else None)
+    if rejected:
+        raise UntrustedModelError(
+            f"The skops file {os.fspath(path)!r} holds types that postfit does not trust: "
+            f"{', '.join(rejected)}. Loading them could run their code. If you trust this "
+            "file, pass trusted=[those type names] (or trusted=True, or --trust-model on "
+            "the command line)."
+        )
+    return sio.loads(data, trusted=accepted)
+
+
+def load_model(path, trusted=False):
+    """Load a fitted model from a skops file, or from a pickle that the caller trusts.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.skops`` file, or a ``.pkl`` / ``.pickle`` / ``.joblib`` file;
+        local paths or fsspec URLs. A file with another ending is read as
+        skops when it is a zip archive and as a pickle otherwise.
+    trusted : bool or list of str, default=False
+        ``True`` trusts the file completely: pickles are loaded and every
+        type of a skops file is accepted. A list names extra types accepted
+        in a skops file. Pickles need ``True``.
+
+    Returns
+    -------
+    model : object
+
+    Raises
+    ------
+    UntrustedModelError
+        For a pickle without ``trusted=True``, or a skops file holding types
+        outside scikit-learn, NumPy, SciPy and postfit that ``trusted`` does
+        not name.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from postfit import load_model, save_model
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.skops")
+    >>> save_model(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), path)
+    >>> load_model(path)
+    LogisticRegression()
+    """
+    data = _read_bytes(path)
+    text = os.fspath(path).lower()
+    is_skops = text.endswith(SKOPS_SUFFIXES) or (
+        not text.endswith(PICKLE_SUFFIXES) and data.startswith(_ZIP_MAGIC)
+    )
+    if is_skops:
+        return _load_skops(data, path, trusted)
+    if trusted is not True:
+        raise UntrustedModelError(
+            f"{os.fspath(path)!r} is a pickle, and loading a pickle runs any code it holds. "
+            "Load it only if you trust its source: pass trusted=True (--trust-model on the "
+            "command line), or save the model with postfit.save_model(model, 'model.skops')."
+        )
+    import joblib
+
+    logger.info("loading trusted pickle %s", os.fspath(path))
+    import io
+
+    return joblib.load(io.BytesIO(data))
+
+
+def save_model(model, path):
+    """Save a model as a skops file (``.skops``), or as a pickle for the pickle endings.
+
+    Parameters
+    ----------
+    model : object
+        A fitted estimator or pipeline.
+    path : str or path-like
+        Where to write: a ``.skops`` path (recommended: it loads without
+        running code), or ``.pkl`` / ``.pickle`` / ``.joblib``.
+    """
+    import fsspec
+
+    text = os.fspath(path).lower()
+    if text.endswith(PICKLE_SUFFIXES):
+        import joblib
+
+        with fsspec.open(os.fspath(path), "wb") as f:
+            joblib.dump(model, f)
+        return
+    if not text.endswith(SKOPS_SUFFIXES):
+        raise ValueError(
+            f"Cannot tell the model format from {os.fspath(path)!r}. End the path with "
+            ".skops (recommended) or .pkl, .pickle, .joblib."
+        )
+    import skops.io as sio
+
+    with fsspec.open(os.fspath(path), "wb") as f:
+        f.write(sio.dumps(model))

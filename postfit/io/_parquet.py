@@ -1,0 +1,265 @@
+"""Parquet files as a source: one block per row group, or per run of small row groups.
+
+Row groups larger than a block are cut into batches of ``block_rows`` rows
+with ``ParquetFile.iter_batches``; the loader of batch ``k`` decodes and drops
+the ``k`` batches before it, so a row group split into ``m`` blocks is decoded
+about ``m / 2`` times over. Writers that choose row groups of at most a few
+hundred thousand rows avoid that cost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._kernel import Block
+from ._paths import is_local
+from ._source import InvalidFileError, Source, TableLoader
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ParquetSource", "read_parquet"]
+
+# Python objects that pandas makes of Arrow strings and binaries take about
+# this many bytes beyond the data itself.
+_OBJECT_OVERHEAD_BYTES = 56
+
+
+def _open_parquet(fs, path):
+    try:
+        if is_local(fs):
+            # pyarrow's own file reader skips the Python file object layer.
+            return pq.ParquetFile(path)
+        return pq.ParquetFile(fs.open(path, "rb"))
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise InvalidFileError(
+            f"Cannot read {path!r} as Parquet: {exc}. Check that the file is a complete "
+            "Parquet file, or remove it from the input."
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _FileMeta:
+    path: str
+    schema: pa.Schema
+    group_rows: tuple
+    uncompressed_bytes: dict
+
+
+def _read_meta(fs, path):
+    parquet = _open_parquet(fs, path)
+    metadata = parquet.metadata
+    sizes: dict[str, int] = {}
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            name = column.path_in_schema.split(".")[0]
+            sizes[name] = sizes.get(name, 0) + column.total_uncompressed_size
+    rows = tuple(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups))
+    return _FileMeta(path, parquet.schema_arrow, rows, sizes)
+
+
+def _schema_difference(first: pa.Schema, other: pa.Schema, columns) -> str:
+    names = columns if columns is not None else list(dict.fromkeys(first.names + other.names))
+    parts = []
+    for name in names:
+        a = first.field(name).type if name in first.names else None
+        b = other.field(name).type if name in other.names else None
+        if a != b:
+            parts.append(f"{name}: {a or 'missing'} vs {b or 'missing'}")
+    return "; ".join(parts)
+
+
+class ParquetPart(TableLoader):
+    """Rows of one Parquet file: whole row groups, or one batch of one row group."""
+
+    def __init__(self, fs, path, row_groups, batch=None, schema=None, **options):
+        super().__init__(**options)
+        self.fs = fs
+        self.path = path
+        self.row_groups = row_groups
+        self.batch = batch
+        self.schema = schema
+
+    def read_table(self, columns):
+        parquet = _open_parquet(self.fs, self.path)
+        try:
+            if self.batch is None:
+                table = parquet.read_row_groups(self.row_groups, columns=columns)
+            else:
+                table = self._read_batch(parquet, columns)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            raise InvalidFileError(
+                f"Cannot read row groups {self.row_groups} of {self.path!r}: {exc}."
+            ) from exc
+        if self.schema is not None:
+            wanted = (
+                self.schema
+                if columns is None
+                else pa.schema([self.schema.field(c) for c in columns])
+            )
+            table = table.cast(wanted)
+        return table
+
+    def _read_batch(self, parquet, columns):
+        size, number = self.batch
+        batches = parquet.iter_batches(
+            batch_size=size, row_groups=self.row_groups, columns=columns, use_threads=False
+        )
+        for i, batch in enumerate(batches):
+            if i == number:
+                return pa.Table.from_batches([batch])
+        raise InvalidFileError(
+            f"{self.path!r} has fewer rows in row group {self.row_groups[0]} than its "
+            "metadata states; the file may have changed since the run was planned."
+        )
+
+
+class ParquetSource(Source):
+    """One or more Parquet files with the same schema, read by row group.
+
+    See :func:`read_parquet`.
+    """
+
+    format = "Parquet"
+    suffixes = (".parquet", ".pq", ".parq")
+
+    @cached_property
+    def _files(self) -> list[_FileMeta]:
+        files = [_read_meta(self.fs, path) for path in self.paths]
+        first = files[0]
+        for other in files[1:]:
+            difference = _schema_difference(first.schema, other.schema, self.columns)
+            if difference:
+                raise ValueError(
+                    f"The Parquet files {first.path!r} and {other.path!r} have different "
+                    f"schemas ({difference}). Pass files with the same columns and types, "
+                    "or select the columns they share with columns=."
+                )
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in first.schema.names]
+            if missing:
+                raise ValueError(
+                    f"Columns {missing} not found in {first.path!r}, which has columns "
+                    f"{first.schema.names}. Pick columns from that list."
+                )
+        return files
+
+    @property
+    def schema(self) -> pa.Schema:
+        schema = self._files[0].schema.remove_metadata()
+        if self.columns is None:
+            return schema
+        return pa.schema([schema.field(c) for c in self.columns])
+
+    def all_column_names(self):
+        return list(self._files[0].schema.names)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(sum(f.group_rows) for f in self._files)
+
+    def estimated_rows(self):
+        return self.n_rows
+
+    def row_nbytes(self, columns=None):
+        columns = columns if columns is not None else self.column_names()
+        rows = max(1, self.n_rows)
+        schema = self._files[0].schema
+        total = 0
+        for name in columns:
+            data = sum(f.uncompressed_bytes.get(name, 0) for f in self._files)
+            total += data / rows
+            kind = schema.field(name).type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                total += _OBJECT_OVERHEAD_BYTES
+        return max(1, int(total))
+
+    def blocks(self, block_rows, features=None, keep=None, as_numpy=False):
+        features = features if features is not None else self.column_names()
+        schema = self._files[0].schema.remove_metadata()
+        options = {"features": features, "keep": keep, "as_numpy": as_numpy}
+        blocks = []
+        start = 0
+        for meta in self._files:
+            for groups, batch, rows in _cut_file(meta.group_rows, block_rows):
+                loader = ParquetPart(self.fs, meta.path, groups, batch, schema, **options)
+                blocks.append(Block(len(blocks), start, start + rows, loader))
+                start += rows
+        return blocks
+
+    def read(self):
+        columns = self.column_names()
+        tables = []
+        for meta in self._files:
+            parquet = _open_parquet(self.fs, meta.path)
+            tables.append(parquet.read(columns=columns))
+        schema = pa.schema([self._files[0].schema.field(c) for c in columns])
+        table = pa.concat_tables([t.cast(schema) for t in tables])
+        return table.to_pandas()
+
+
+def _cut_file(group_rows, block_rows):
+    """Yield ``(row_groups, batch, rows)``: runs of small row groups, or batches of a large one."""
+    run, run_rows = [], 0
+    for g, rows in enumerate(group_rows):
+        if rows > block_rows:
+            if run:
+                yield run, None, run_rows
+                run, run_rows = [], 0
+            n_batches = -(-rows // block_rows)
+            for k in range(n_batches):
+                yield [g], (block_rows, k), min(block_rows, rows - k * block_rows)
+            continue
+        if run and run_rows + rows > block_rows:
+            yield run, None, run_rows
+            run, run_rows = [], 0
+        run.append(g)
+        run_rows += rows
+    if run:
+        yield run, None, run_rows
+
+
+def read_parquet(path, columns=None) -> ParquetSource:
+    """Open Parquet files as a lazy source whose blocks are read inside the workers.
+
+    Nothing is read until a method runs, except the file list; the schema and
+    the row count come from the files' footers on first use.
+
+    Parameters
+    ----------
+    path : str, path-like or list of them
+        A file, a glob such as ``"data/day=*/*.parquet"``, a directory
+        (its ``.parquet``, ``.pq`` and ``.parq`` files, hidden files
+        skipped), or a list of these. fsspec URLs (``file://``,
+        ``memory://``, and ``s3://`` and others when their fsspec driver is
+        installed) work too.
+    columns : list of str, optional
+        The columns to read. When the estimator was fitted on a frame, the
+        columns it was fitted with are read in fit order, whatever this says.
+
+    Returns
+    -------
+    source : ParquetSource
+        Pass it to a method of :class:`postfit.ParallelPostFit`; ``.schema``
+        and ``.n_rows`` describe it and ``.read()`` loads it whole.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> from postfit import read_parquet
+    >>> folder = tempfile.mkdtemp()
+    >>> pd.DataFrame({"x": [1.0, 2.0, 3.0], "id": [7, 8, 9]}).to_parquet(
+    ...     os.path.join(folder, "part-0.parquet"))
+    >>> source = read_parquet(folder, columns=["x"])
+    >>> source.n_rows
+    3
+    >>> source.schema
+    x: double
+    """
+    return ParquetSource(path, columns)

@@ -1,0 +1,125 @@
+"""Expand what a user passes as input (path, glob, list, directory, URL) into files.
+
+fsspec resolves every path and URL, so local paths, ``file://`` and
+``memory://`` work here and ``s3://`` or ``gs://`` work where their fsspec
+driver is installed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import fsspec
+
+__all__ = [
+    "expand_paths",
+    "file_fingerprint",
+    "is_in_process_filesystem",
+    "is_local",
+    "to_url",
+]
+
+_GLOB_CHARS = ("*", "?", "[")
+
+
+def _as_strings(path) -> list[str]:
+    if isinstance(path, (str, os.PathLike)):
+        return [os.fspath(path)]
+    if isinstance(path, (list, tuple)) and path:
+        items = []
+        for item in path:
+            if not isinstance(item, (str, os.PathLike)):
+                raise TypeError(
+                    f"Expected a path or URL, got {type(item).__name__} {item!r} in the list "
+                    "of inputs. Pass strings or os.PathLike objects."
+                )
+            items.append(os.fspath(item))
+        return items
+    raise TypeError(
+        f"Expected a path, a glob, a directory, a URL or a non-empty list of them, got {path!r}."
+    )
+
+
+def _is_hidden(path: str) -> bool:
+    # Spark, Dask and pyarrow write metadata next to data as _SUCCESS,
+    # _metadata or .crc files; postfit writes _postfit_* records.
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.startswith(("_", "."))
+
+
+def expand_paths(path, suffixes=(), what="file"):
+    """Return ``(filesystem, paths)`` for a path, glob, directory, URL or list of them.
+
+    Globs and directories expand to their files in sorted order, skipping
+    hidden files (names starting with ``_`` or ``.``) and, in directories,
+    files without one of ``suffixes``. Every input must be on the same
+    filesystem.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a path does not exist or a glob or directory matches no file.
+    """
+    filesystem = None
+    files: list[str] = []
+    for item in _as_strings(path):
+        fs, fs_path = fsspec.core.url_to_fs(item)
+        if filesystem is None:
+            filesystem = fs
+        elif fs.protocol != filesystem.protocol:
+            raise ValueError(
+                f"All inputs must be on one filesystem, but {item!r} uses {fs.protocol!r} "
+                f"and the first input uses {filesystem.protocol!r}."
+            )
+        files.extend(_expand_one(fs, item, fs_path, suffixes, what))
+    return filesystem, files
+
+
+def _expand_one(fs, item, fs_path, suffixes, what):
+    if any(char in fs_path for char in _GLOB_CHARS):
+        matches = sorted(p for p in fs.glob(fs_path) if not _is_hidden(p))
+        if not matches:
+            raise FileNotFoundError(f"No {what} matches the pattern {item!r}.")
+        return matches
+    if not fs.exists(fs_path):
+        raise FileNotFoundError(f"Input {what} not found: {item!r}. Check the path.")
+    if not fs.isdir(fs_path):
+        return [fs_path]
+    found = sorted(
+        p
+        for p in fs.find(fs_path)
+        if not _is_hidden(p) and (not suffixes or p.lower().endswith(tuple(suffixes)))
+    )
+    if not found:
+        wanted = f" ending in {', '.join(suffixes)}" if suffixes else ""
+        raise FileNotFoundError(f"The directory {item!r} contains no {what}{wanted}.")
+    return found
+
+
+def to_url(fs, path: str) -> str:
+    """Return a string that fsspec and Zarr resolve back to ``path`` on ``fs``."""
+    if is_local(fs):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+def is_in_process_filesystem(fs) -> bool:
+    """Return True for filesystems that exist only inside the current process (``memory://``)."""
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "memory" in protocol
+
+
+def file_fingerprint(fs, path: str) -> dict:
+    """Return what identifies a file's version: its path, size and change time or ETag."""
+    info = fs.info(path)
+    fingerprint = {"path": path, "size": info.get("size")}
+    for key in ("mtime", "LastModified", "ETag", "etag", "md5Hash", "created"):
+        if key in info:
+            fingerprint[key] = str(info[key])
+            break
+    return fingerprint

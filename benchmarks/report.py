@@ -1,0 +1,298 @@
+"""Render ``docs/benchmarks.md`` from the saved results in ``benchmarks/results/``.
+
+The page is rebuilt whole from the JSON files, so a suite rerun alone
+replaces only its own section.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._common import DOCS_DIR, load_result
+from .suites import SUITES
+
+PAGE = DOCS_DIR / "benchmarks.md"
+
+TITLES = {
+    "in_memory": "In-memory scoring: backends, threads, joblib and dask-ml",
+    "parquet": "Out of core: a Parquet dataset under a memory budget",
+    "cluster": "Clusters: a large RandomForest on Dask and Ray",
+    "scoring": "Scoring several metrics over a dataset larger than the budget",
+    "incremental": "Incremental training from a dataset larger than the budget",
+    "leak": "Leak check: back-to-back runs in one process",
+}
+
+#: Targets of the in-memory suite: postfit's automatic backend against the plain estimator.
+AUTO_MIN_SPEEDUP_OVER_ONE_THREAD = 1.8
+SMALL_INPUT_MAX_SLOWDOWN = 1.05
+
+INTRO = """\
+# Benchmarks
+
+Every number on this page was produced by `benchmarks/run.py` (run from the
+repository root with `python -m benchmarks.run`; `--quick` runs every suite on
+small data, `--only NAME` runs one suite, `--render` rewrites this page from the
+saved results in `benchmarks/results/` without running anything). Each section
+names the command, the date and the machine behind its numbers. Tools are
+compared within the same run, on the same data, and results are given as ratios
+because absolute times depend on the machine.
+
+Times are the best of the stated number of runs. Peak memory is the resident
+set size (RSS) of the benchmark's process tree (driver, worker processes and
+cluster processes), sampled every 50 ms, so a shorter peak can be missed.
+Runs marked *quick* used small data and are smoke tests, not measurements.
+"""
+
+
+def fmt_seconds(value) -> str:
+    return "-" if value is None else f"{value:.3g} s"
+
+
+def fmt_ratio(value) -> str:
+    return "-" if value is None else f"{value:.2f}×"
+
+
+def fmt_cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(header, rows) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt_cell(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+# Machines ---------------------------------------------------------------------
+
+
+def machine_key(machine: dict) -> str:
+    """Return what identifies a machine: everything recorded but the postfit commit."""
+    return json.dumps({k: v for k, v in machine.items() if k != "git_commit"}, sort_keys=True)
+
+
+def machine_section(machines: dict[str, str], results: dict) -> list[str]:
+    """Describe each distinct machine the saved results ran on."""
+    lines = ["## Machines", ""]
+    seen = {}
+    for result in results.values():
+        key = machine_key(result["machine"])
+        if key in seen:
+            continue
+        seen[key] = result["machine"]
+    for key, machine in seen.items():
+        label = machines[key]
+        libraries = ", ".join(
+            f"{name} {version}" for name, version in machine["libraries"].items() if version
+        )
+        missing = [name for name, version in machine["libraries"].items() if not version]
+        thread_env = ", ".join(
+            f"{name}={value if value is not None else 'unset'}"
+            for name, value in machine["thread_env"].items()
+        )
+        lines += [
+            f"### Machine {label}",
+            "",
+            f"- CPU: {machine['cpu_model']}, {machine['logical_cores']} logical cores "
+            f"({machine['physical_cores']} physical, {machine['usable_cores']} usable)",
+            f"- Memory: {machine['memory_gib']} GiB",
+            f"- OS: {machine['os']}",
+            f"- Python {machine['python']}; {libraries}",
+            f"- Not installed: {', '.join(missing) or 'none'}",
+            f"- Thread settings: {thread_env}",
+            "- threadpoolctl: "
+            + "; ".join(
+                f"{info['internal_api']} {info['version'] or ''} ({info['prefix']}, "
+                f"{info['num_threads']} threads"
+                + (f", {info['architecture']} kernel" if info.get("architecture") else "")
+                + ")"
+                for info in machine["threadpoolctl"]
+            ),
+            "",
+        ]
+    return lines
+
+
+def run_line(result: dict, machines: dict[str, str]) -> str:
+    label = machines[machine_key(result["machine"])]
+    quick = " (*quick*: small data, a smoke test)" if result.get("quick") else ""
+    load = ""
+    if result.get("load_before") and result.get("load_after"):
+        load = (
+            f" Load average (1, 5, 15 min) {result['load_before']} before and "
+            f"{result['load_after']} after: a load near or above the core count "
+            "means other work shared the machine."
+        )
+    return (
+        f"Ran {result['date']} on machine {label}, postfit commit "
+        f"{result['machine']['git_commit']}, with `{result['command']}`{quick}, "
+        f"in {result.get('suite_seconds', '?')} s.{load}"
+    )
+
+
+# The in-memory suite -------------------------------------------------------------
+
+
+def in_memory_section(result: dict) -> list[str]:
+    params = result["params"]
+    times = result["times"]
+    variants = list(dict.fromkeys(v for per in times.values() for v in per))
+    lines = [
+        f"Data: {params['rows']:,} rows × {params['features']} float64 features, "
+        f"`{params['method']}`, best of {params['repeats']} run(s). "
+        "Speed-up is the plain estimator's time with its default threads divided by the "
+        "variant's time (above 1 is faster). A variant whose output differed from the "
+        "plain estimator's is marked *differs*.",
+        "",
+    ]
+    header = ["estimator", *variants]
+    seconds_rows, ratio_rows = [], []
+    for name, per in times.items():
+        base = per.get("plain, default threads", {}).get("best")
+        seconds_row, ratio_row = [name], [name]
+        for variant in variants:
+            entry = per.get(variant, {})
+            if "error" in entry:
+                seconds_row.append("failed")
+                ratio_row.append("failed")
+                continue
+            mark = "" if entry.get("same_output", True) else " *differs*"
+            seconds_row.append(fmt_seconds(entry.get("best")) + mark)
+            ratio = base / entry["best"] if base and entry.get("best") else None
+            ratio_row.append(fmt_ratio(ratio) + mark)
+        seconds_rows.append(seconds_row)
+        ratio_rows.append(ratio_row)
+    lines += ["Speed-up over the plain estimator (default threads):", ""]
+    lines += markdown_table(header, ratio_rows) + [""]
+    lines += ["Seconds:", ""]
+    lines += markdown_table(header, seconds_rows) + [""]
+
+    errors = [
+        f"- {name}, {variant}: `{entry['error']}`"
+        for name, per in times.items()
+        for variant, entry in per.items()
+        if "error" in entry
+    ]
+    if errors:
+        lines += ["Failed variants, with the error they raised:", "", *errors, ""]
+
+    lines += in_memory_targets(result) + [""]
+    lines += [f"- {note}" for note in result.get("notes") or []]
+    if result.get("notes"):
+        lines.append("")
+    lines += [
+        f"![Rows per second against block size]({result['plot']})",
+        "",
+        f"The plot: `predict_proba` rows per second on {params['sweep_rows']:,} rows against "
+        "the block size, with one and two workers; the dashed line is the plain estimator "
+        "with its default threads.",
+        "",
+    ]
+    return lines
+
+
+def in_memory_targets(result: dict) -> list[str]:
+    """Check postfit's automatic backend against the three targets, one row per estimator."""
+    rows = []
+    for name, per in result["times"].items():
+        auto = per.get("postfit auto", {}).get("best")
+        one = per.get("plain, one thread", {}).get("best")
+        default = per.get("plain, default threads", {}).get("best")
+        small = result["small_input"].get(name, {})
+        over_one = one / auto if auto and one else None
+        over_default = default / auto if auto and default else None
+        small_ratio = (
+            small["postfit_median"] / small["plain_median"] if small.get("plain_median") else None
+        )
+        rows.append(
+            [
+                name,
+                f"{fmt_ratio(over_one)} ({'met' if over_one and over_one >= 1.8 else 'missed'})",
+                f"{fmt_ratio(over_default)} "
+                f"({'met' if over_default and over_default >= 1.0 else 'missed'})",
+                f"{fmt_ratio(small_ratio)} "
+                f"({'met' if small_ratio and small_ratio <= 1.05 else 'missed'})",
+            ]
+        )
+    small_repeats = next(iter(result["small_input"].values()), {}).get("repeats", "?")
+    header = [
+        "estimator",
+        f"auto over one thread (target ≥ {AUTO_MIN_SPEEDUP_OVER_ONE_THREAD}×)",
+        "auto over default threads (target ≥ 1×)",
+        f"auto time / plain time on 1,000 rows (target ≤ {SMALL_INPUT_MAX_SLOWDOWN}×)",
+    ]
+    return [
+        "Targets for postfit's automatic backend. The 1,000-row column is the median of "
+        f"{small_repeats} alternating calls of each.",
+        "",
+        *markdown_table(header, rows),
+    ]
+
+
+# The other suites --------------------------------------------------------------
+
+
+def generic_section(result: dict) -> list[str]:
+    """Render a suite that reports a table of variants, targets and notes."""
+    lines = []
+    if result.get("description"):
+        lines += [result["description"], ""]
+    table = result.get("table") or []
+    if table:
+        header = list(dict.fromkeys(key for row in table for key in row))
+        lines += markdown_table(header, [[row.get(key) for key in header] for row in table])
+        lines.append("")
+    targets = result.get("targets") or []
+    if targets:
+        lines += ["Targets:", ""]
+        lines += [
+            f"- {t['name']}: {t['measured']} ({'met' if t['met'] else '**missed**'})"
+            for t in targets
+        ]
+        lines.append("")
+    for note in result.get("notes") or []:
+        lines += [f"- {note}"]
+    if result.get("notes"):
+        lines.append("")
+    return lines
+
+
+def suite_section(suite: str, result: dict | None, machines: dict[str, str]) -> list[str]:
+    lines = [f"## {TITLES[suite]}", "", f"Suite `{suite}`.", ""]
+    if result is None:
+        return lines + [f"Not run yet: `python -m benchmarks.run --only {suite}`.", ""]
+    lines += [run_line(result, machines), ""]
+    status = result.get("status")
+    if status == "not_run":
+        return lines + [f"Not run: {result['reason']}", ""]
+    if status == "failed":
+        return lines + ["The suite failed:", "", "```", result["reason"].rstrip(), "```", ""]
+    if suite == "in_memory":
+        return lines + in_memory_section(result)
+    return lines + generic_section(result)
+
+
+def render(path: Path = PAGE) -> Path:
+    """Write the page from every saved result and return its path."""
+    results = {suite: load_result(suite) for suite in SUITES}
+    present = {suite: r for suite, r in results.items() if r is not None}
+    machines = {}
+    for result in present.values():
+        key = machine_key(result["machine"])
+        machines.setdefault(key, chr(ord("A") + len(machines)))
+    lines = [INTRO]
+    if present:
+        lines += machine_section(machines, present)
+    for suite in SUITES:
+        lines += suite_section(suite, results[suite], machines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path

@@ -1,0 +1,16 @@
+"""The benchmark suites, each a module with ``run(quick) -> dict``.
+
+``CLUSTER_SUITES`` start a Dask LocalCluster or a local Ray, and
+``benchmarks.run`` starts them only inside a network namespace that holds
+nothing but loopback.
+"""
+
+SUITES = {
+    "in_memory": "benchmarks.suites.in_memory",
+    "parquet": "benchmarks.suites.parquet",
+    "cluster": "benchmarks.suites.cluster",
+    "scoring": "benchmarks.suites.scoring",
+    "incremental": "benchmarks.suites.incremental",
+    "leak": "benchmarks.suites.leak",
+}
+CLUSTER_SUITES = {"cluster"}

@@ -1,0 +1,329 @@
+"""Clusters: a 300-tree RandomForest on a Dask LocalCluster and a local Ray, against dask-ml.
+
+Every variant runs in its own process, which starts its own cluster on
+127.0.0.1 (2 worker processes, one thread each, dashboard off), so that its
+peak memory covers the driver and the whole cluster and nothing else. Times
+cover the scoring call only, not starting the cluster or making the data.
+``benchmarks.run`` starts this suite inside a network namespace that holds
+nothing but loopback.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+
+from .._common import DATA_DIR, MIB, load_average, run_child
+from .._data import make_rows
+
+N_WORKERS = 2
+FULL = {"trees": 300, "sizes": [20_000, 2_000_000]}
+QUICK = {"trees": 50, "sizes": [20_000, 200_000]}
+#: Rows per chunk of the Dask arrays and per batch of Ray Data: four blocks per worker.
+BLOCKS_PER_WORKER = 4
+CHILD = "benchmarks.suites.cluster"
+
+
+def model_path(trees: int):
+    """Fit and pickle the forest once (about 80 MiB pickled at 300 trees); return its path."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    path = DATA_DIR / f"random_forest_{trees}.pkl"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        X, y = make_rows(0, 20_000)
+        # min_samples_leaf=3 sizes the 300-tree forest at about 80 MiB pickled.
+        model = RandomForestClassifier(
+            n_estimators=trees, min_samples_leaf=3, n_jobs=-1, random_state=0
+        ).fit(X, y)
+        model.set_params(n_jobs=1)
+        path.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    return path
+
+
+def _load(model: str, rows: int):
+    with open(model, "rb") as f:
+        estimator = pickle.load(f)
+    X, _ = make_rows(12_000_000, 12_000_000 + rows, seed=6)
+    return estimator, X
+
+
+def _summary(output, seconds) -> dict:
+    output = np.asarray(output)
+    return {
+        "seconds": seconds,
+        "rows": int(output.shape[0]),
+        "checksum": float(output[:, -1].sum(dtype=np.float64)),
+    }
+
+
+def _chunk_rows(rows: int) -> int:
+    return max(1, rows // (BLOCKS_PER_WORKER * N_WORKERS))
+
+
+def _local_cluster():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=N_WORKERS,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        processes=True,
+    )
+    return cluster, Client(cluster)
+
+
+def _ray_init():
+    import ray
+
+    ray.init(num_cpus=N_WORKERS, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+# Child entry points --------------------------------------------------------------
+
+
+def variant_plain_threads(model: str, rows: int) -> dict:
+    """The plain forest with scikit-learn's own threads (``n_jobs=-1``), one process."""
+    estimator, X = _load(model, rows)
+    estimator.set_params(n_jobs=-1)
+    start = time.perf_counter()
+    output = estimator.predict_proba(X)
+    return _summary(output, time.perf_counter() - start)
+
+
+def variant_postfit_threading(model: str, rows: int) -> dict:
+    from postfit import ParallelPostFit
+
+    estimator, X = _load(model, rows)
+    start = time.perf_counter()
+    output = ParallelPostFit(estimator, backend="threading").predict_proba(X)
+    return _summary(output, time.perf_counter() - start)
+
+
+def variant_dask_ml(model: str, rows: int) -> dict:
+    import dask.array as da
+    from dask_ml.wrappers import ParallelPostFit as DaskMLParallelPostFit
+
+    estimator, X = _load(model, rows)
+    cluster, client = _local_cluster()
+    with cluster, client:
+        start = time.perf_counter()
+        lazy = DaskMLParallelPostFit(estimator).predict_proba(
+            da.from_array(X, chunks=(_chunk_rows(rows), X.shape[1]))
+        )
+        output = lazy.compute()
+        return _summary(output, time.perf_counter() - start)
+
+
+def variant_postfit_dask_array(model: str, rows: int) -> dict:
+    import dask.array as da
+
+    from postfit import ParallelPostFit
+
+    estimator, X = _load(model, rows)
+    cluster, client = _local_cluster()
+    with cluster, client:
+        start = time.perf_counter()
+        lazy = ParallelPostFit(estimator).predict_proba(
+            da.from_array(X, chunks=(_chunk_rows(rows), X.shape[1]))
+        )
+        output = lazy.compute()
+        return _summary(output, time.perf_counter() - start)
+
+
+def variant_postfit_dask_backend(model: str, rows: int) -> dict:
+    from postfit import ParallelPostFit
+
+    estimator, X = _load(model, rows)
+    cluster, client = _local_cluster()
+    with cluster, client:
+        start = time.perf_counter()
+        output = ParallelPostFit(estimator, backend="dask").predict_proba(X)
+        return _summary(output, time.perf_counter() - start)
+
+
+class _HandWrittenScorer:
+    """What a Ray user writes for ``map_batches``: the model fetched once per actor."""
+
+    def __init__(self, model_refs):
+        import ray
+
+        self.model = ray.get(model_refs[0])
+
+    def __call__(self, batch):
+        return {"proba": self.model.predict_proba(batch["data"])}
+
+
+def variant_ray_map_batches(model: str, rows: int) -> dict:
+    estimator, X = _load(model, rows)
+    ray = _ray_init()
+    try:
+        import ray.data
+
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        start = time.perf_counter()
+        # The reference goes inside a list so that Ray passes it to the actor unresolved.
+        model_refs = [ray.put(estimator)]
+        dataset = ray.data.from_numpy(X).map_batches(
+            _HandWrittenScorer,
+            fn_constructor_args=(model_refs,),
+            batch_size=_chunk_rows(rows),
+            batch_format="numpy",
+            concurrency=N_WORKERS,
+        )
+        parts = [part["proba"] for part in ray.get(dataset.to_numpy_refs())]
+        output = np.concatenate(parts)
+        return _summary(output, time.perf_counter() - start)
+    finally:
+        ray.shutdown()
+
+
+def variant_postfit_ray_backend(model: str, rows: int) -> dict:
+    from postfit import ParallelPostFit
+
+    estimator, X = _load(model, rows)
+    ray = _ray_init()
+    try:
+        start = time.perf_counter()
+        output = ParallelPostFit(estimator, backend="ray").predict_proba(X)
+        return _summary(output, time.perf_counter() - start)
+    finally:
+        ray.shutdown()
+
+
+def variant_postfit_ray_dataset(model: str, rows: int) -> dict:
+    from postfit import ParallelPostFit
+
+    estimator, X = _load(model, rows)
+    ray = _ray_init()
+    try:
+        import ray.data
+
+        start = time.perf_counter()
+        output = ParallelPostFit(estimator).predict_proba(ray.data.from_numpy(X), execute=True)
+        return _summary(output, time.perf_counter() - start)
+    finally:
+        ray.shutdown()
+
+
+VARIANTS = {
+    "plain forest, n_jobs=-1 threads (one process)": "variant_plain_threads",
+    "postfit threading (one process)": "variant_postfit_threading",
+    "dask-ml ParallelPostFit, Dask array on LocalCluster": "variant_dask_ml",
+    "postfit, Dask array on LocalCluster": "variant_postfit_dask_array",
+    "postfit backend='dask', NumPy input": "variant_postfit_dask_backend",
+    "hand-written Ray Data map_batches": "variant_ray_map_batches",
+    "postfit backend='ray', NumPy input": "variant_postfit_ray_backend",
+    "postfit, Ray Dataset input": "variant_postfit_ray_dataset",
+}
+
+
+def run(quick: bool) -> dict:
+    params = QUICK if quick else FULL
+    load_before = load_average()
+    model = model_path(params["trees"])
+    model_mib = model.stat().st_size / MIB
+    results = {}
+    for rows in params["sizes"]:
+        for name, function in VARIANTS.items():
+            print(f"[cluster] {rows:,} rows: {name}", flush=True)
+            results[f"{rows}|{name}"] = run_child(
+                f"{CHILD}:{function}", {"model": str(model), "rows": rows}, timeout=1800
+            )
+    table, targets = summarize(params, results)
+    return {
+        "status": "ok",
+        "params": {**params, "model_mib": round(model_mib, 1), "workers": N_WORKERS},
+        "description": (
+            f"`predict_proba` of a {params['trees']}-tree RandomForestClassifier "
+            f"({model_mib:.0f} MiB pickled) on 20 float64 features. Dask: LocalCluster of "
+            f"{N_WORKERS} worker processes with one thread each on 127.0.0.1; Ray: "
+            f"`ray.init(num_cpus={N_WORKERS})`. Arrays are cut in "
+            f"{BLOCKS_PER_WORKER * N_WORKERS} chunks or batches. One run of each variant, each "
+            "in its own process; peak RSS covers the driver and the cluster's processes."
+        ),
+        "load_before": load_before,
+        "load_after": load_average(),
+        "table": table,
+        "targets": targets,
+        "results": results,
+    }
+
+
+def summarize(params, results):
+    table, targets = [], []
+    for rows in params["sizes"]:
+        reference = results[f"{rows}|plain forest, n_jobs=-1 threads (one process)"]
+        for name in VARIANTS:
+            result = results[f"{rows}|{name}"]
+            row = {"rows": rows, "variant": name}
+            if "error" in result:
+                row["error"] = result["error"] + " " + result.get("output_tail", "")[-300:]
+                table.append(row)
+                continue
+            row["seconds"] = round(result["seconds"], 2)
+            if reference.get("seconds"):
+                row["time vs one-process threads"] = round(
+                    result["seconds"] / reference["seconds"], 2
+                )
+            row["peak RSS (MiB)"] = result["peak_rss_mib"]
+            row["same output"] = reference.get("rows") == result["rows"] and abs(
+                result["checksum"] - reference.get("checksum", np.nan)
+            ) <= 1e-9 * abs(result["checksum"])
+            table.append(row)
+        targets += _targets(rows, results, params)
+    return table, targets
+
+
+def _ratio_target(name, ours, theirs, limit, *, memory=False):
+    if "error" in ours or "error" in theirs:
+        return None
+    key = "peak_rss_mib" if memory else "seconds"
+    ratio = ours[key] / theirs[key]
+    return {"name": name, "measured": f"{ratio:.2f}", "met": ratio <= limit}
+
+
+def _targets(rows, results, params):
+    def get(name):
+        return results[f"{rows}|{name}"]
+
+    dask_ml = get("dask-ml ParallelPostFit, Dask array on LocalCluster")
+    dask_array = get("postfit, Dask array on LocalCluster")
+    threads = get("plain forest, n_jobs=-1 threads (one process)")
+    map_batches = get("hand-written Ray Data map_batches")
+    candidates = [
+        _ratio_target(
+            f"{rows:,} rows: postfit Dask array time / dask-ml time ≤ 0.33 (3× faster)",
+            dask_array,
+            dask_ml,
+            1 / 3,
+        )
+        if rows <= 20_000
+        else _ratio_target(
+            f"{rows:,} rows: postfit Dask array time / one-process threads ≤ 1.10",
+            dask_array,
+            threads,
+            1.10,
+        ),
+        _ratio_target(
+            f"{rows:,} rows: postfit Dask array peak RSS / dask-ml peak RSS < 1",
+            dask_array,
+            dask_ml,
+            0.999,
+            memory=True,
+        ),
+    ]
+    for name in ("postfit backend='ray', NumPy input", "postfit, Ray Dataset input"):
+        candidates.append(
+            _ratio_target(
+                f"{rows:,} rows: {name} time / hand-written map_batches ≤ 1",
+                get(name),
+                map_batches,
+                1.0,
+            )
+        )
+    return [target for target in candidates if target is not None]

@@ -1,0 +1,253 @@
+"""In-memory scoring: postfit's backends against the plain estimator, joblib and dask-ml.
+
+Each estimator's ``predict_proba`` runs on the same rows through every
+variant below; times are the best of ``repeats`` runs, and every variant's
+output is checked against the plain estimator's before its time counts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from .._common import DOCS_DIR, load_average, time_call
+from .._data import N_FEATURES, make_estimators, make_rows
+
+PLOT_NAME = "benchmarks_block_size.png"
+POSTFIT_BACKENDS = ("auto", "threading", "loky", "sequential")
+#: Block sizes (rows) and worker counts of the throughput plot.
+SWEEP_BLOCK_SIZES = (2_000, 10_000, 50_000, 200_000)
+SWEEP_WORKERS = (1, 2)
+#: The estimators of the plot, each with the postfit backend that suits it.
+SWEEP_ESTIMATORS = {
+    "HistGradientBoosting": "threading",
+    "RandomForest": "threading",
+    "FunctionTransformer pipeline": "loky",
+}
+
+FULL = {"rows": 2_000_000, "repeats": 2, "small_repeats": 200, "sweep_rows": 400_000}
+QUICK = {"rows": 100_000, "repeats": 1, "small_repeats": 20, "sweep_rows": 50_000}
+
+
+def _chunks(n_rows, n_chunks):
+    bounds = np.linspace(0, n_rows, n_chunks + 1).astype(int)
+    return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+
+
+def variants(estimator, X):
+    """Return the ways of computing ``estimator.predict_proba(X)``, by name."""
+    import joblib
+
+    from postfit import ParallelPostFit
+
+    n_cores = joblib.cpu_count()
+
+    def plain_one_thread():
+        with threadpool_limits(1):
+            return estimator.predict_proba(X)
+
+    def joblib_loop():
+        # What a user writes by hand: joblib's default (process) backend over
+        # four chunks per core, then one concatenation.
+        parts = joblib.Parallel(n_jobs=-1)(
+            joblib.delayed(estimator.predict_proba)(X[rows])
+            for rows in _chunks(len(X), 4 * n_cores)
+        )
+        return np.concatenate(parts)
+
+    def dask_ml():
+        import dask.array as da
+        from dask_ml.wrappers import ParallelPostFit as DaskMLParallelPostFit
+
+        chunk_rows = max(1, len(X) // (4 * n_cores))
+        lazy = DaskMLParallelPostFit(estimator).predict_proba(
+            da.from_array(X, chunks=(chunk_rows, X.shape[1]))
+        )
+        return lazy.compute()
+
+    result = {
+        "plain, default threads": lambda: estimator.predict_proba(X),
+        "plain, one thread": plain_one_thread,
+        "joblib chunk loop": joblib_loop,
+        "dask-ml ParallelPostFit": dask_ml,
+    }
+    for backend in POSTFIT_BACKENDS:
+        wrapper = ParallelPostFit(estimator, backend=backend)
+        result[f"postfit {backend}"] = lambda wrapper=wrapper: wrapper.predict_proba(X)
+    return result
+
+
+def time_variants(estimators, X, repeats):
+    """Time every variant of every estimator and check its output against the plain one.
+
+    Variants run one at a time across all estimators, in the order of
+    ``variants``, so that the tools compared run before postfit's own
+    backends and cannot be disturbed by what those leave in the process.
+    """
+    expected = {name: est.predict_proba(X) for name, est in estimators.items()}
+    funcs = {name: variants(est, X) for name, est in estimators.items()}
+    times = {name: {} for name in estimators}
+    for variant in next(iter(funcs.values())):
+        for name in estimators:
+            func = funcs[name][variant]
+            try:
+                output = func()
+                same = bool(
+                    output.shape == expected[name].shape
+                    and np.allclose(output, expected[name], rtol=1e-12)
+                )
+                timing = time_call(func, repeats)
+            except Exception as exc:  # recorded on the page instead of stopping the suite
+                times[name][variant] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                print(f"  {name:30s} {variant:26s} failed: {exc}", flush=True)
+                continue
+            timing["same_output"] = same
+            times[name][variant] = timing
+            print(f"  {name:30s} {variant:26s} {timing['best']:8.3f} s  same={same}", flush=True)
+    return times
+
+
+def check_joblib_after_postfit() -> str | None:
+    """Return the error of a small ``joblib.Parallel`` call made after postfit's runs, if any.
+
+    A user's own joblib code (or scikit-learn's ``n_jobs``) must keep working
+    in a process where postfit ran.
+    """
+    import joblib
+
+    try:
+        joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(4))
+    except Exception as exc:  # reported on the page
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def time_small_input(estimators, repeats, n_rows=1_000):
+    """Return the median time of plain and postfit ``predict_proba`` on a small input.
+
+    Calls alternate between the two so that drifts in machine load hit both.
+    """
+    from postfit import ParallelPostFit
+
+    X, _ = make_rows(5_000_000, 5_000_000 + n_rows, seed=3)
+    result = {}
+    for name, estimator in estimators.items():
+        wrapper = ParallelPostFit(estimator)
+        plain, wrapped = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            estimator.predict_proba(X)
+            plain.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            wrapper.predict_proba(X)
+            wrapped.append(time.perf_counter() - start)
+        result[name] = {
+            "rows": n_rows,
+            "repeats": repeats,
+            "plain_median": statistics.median(plain),
+            "postfit_median": statistics.median(wrapped),
+        }
+    return result
+
+
+def sweep_block_sizes(estimators, n_rows):
+    """Return rows/s of postfit over block sizes and worker counts, with the plain rate."""
+    from postfit import ParallelPostFit
+
+    X, _ = make_rows(8_000_000, 8_000_000 + n_rows, seed=4)
+    points = []
+    for name, backend in SWEEP_ESTIMATORS.items():
+        estimator = estimators[name]
+        plain = time_call(lambda est=estimator: est.predict_proba(X), 1)["best"]
+        for n_jobs in SWEEP_WORKERS:
+            for block_size in SWEEP_BLOCK_SIZES:
+                wrapper = ParallelPostFit(
+                    estimator, backend=backend, n_jobs=n_jobs, block_size=block_size
+                )
+                seconds = time_call(lambda w=wrapper: w.predict_proba(X), 1)["best"]
+                points.append(
+                    {
+                        "estimator": name,
+                        "backend": backend,
+                        "n_jobs": n_jobs,
+                        "block_size": block_size,
+                        "rows_per_second": n_rows / seconds,
+                        "plain_rows_per_second": n_rows / plain,
+                    }
+                )
+    return points
+
+
+def plot_sweep(points, path):
+    """Draw rows/s against block size, one panel per estimator, one line per worker count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(point["estimator"] for point in points))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        mine = [p for p in points if p["estimator"] == name]
+        for n_jobs in sorted({p["n_jobs"] for p in mine}):
+            line = [p for p in mine if p["n_jobs"] == n_jobs]
+            ax.plot(
+                [p["block_size"] for p in line],
+                [p["rows_per_second"] for p in line],
+                marker="o",
+                label=f"postfit {line[0]['backend']}, n_jobs={n_jobs}",
+            )
+        ax.axhline(mine[0]["plain_rows_per_second"], color="grey", linestyle="--", label="plain")
+        ax.set_xscale("log")
+        ax.set_xlabel("block size (rows)")
+        ax.set_ylabel("rows per second")
+        ax.set_title(f"{name} predict_proba")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(quick: bool) -> dict:
+    params = QUICK if quick else FULL
+    load_before = load_average()
+    print("fitting the estimators", flush=True)
+    estimators = make_estimators(n_train=5_000 if quick else 20_000)
+    X, _ = make_rows(10_000_000, 10_000_000 + params["rows"], seed=2)
+
+    print(f"timing predict_proba on {params['rows']:,} rows", flush=True)
+    times = time_variants(estimators, X, params["repeats"])
+    del X
+
+    print("timing small inputs", flush=True)
+    small = time_small_input(estimators, params["small_repeats"])
+
+    print("sweeping block sizes", flush=True)
+    points = sweep_block_sizes(estimators, params["sweep_rows"])
+    DOCS_DIR.mkdir(exist_ok=True)
+    plot_sweep(points, DOCS_DIR / PLOT_NAME)
+
+    notes = []
+    joblib_error = check_joblib_after_postfit()
+    if joblib_error:
+        notes.append(
+            "After postfit's runs, a plain `joblib.Parallel(n_jobs=2)` call in the same "
+            f"process failed with `{joblib_error}`; the joblib chunk loop was timed before "
+            "any postfit run for that reason."
+        )
+
+    return {
+        "status": "ok",
+        "params": {**params, "features": N_FEATURES, "method": "predict_proba"},
+        "load_before": load_before,
+        "load_after": load_average(),
+        "times": times,
+        "small_input": small,
+        "sweep": points,
+        "plot": PLOT_NAME,
+        "notes": notes,
+    }

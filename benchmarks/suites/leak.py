@@ -1,0 +1,154 @@
+"""Leak check: many back-to-back runs in one process must not grow RSS, descriptors or threads.
+
+After each run the suite collects garbage and records the process's RSS,
+open file descriptors and threads, and the RSS of its child processes (loky
+workers, which are kept between runs on purpose). Growth is counted from the
+end of the warm-up runs, which load libraries and start worker pools, to the
+last run.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import time
+
+import psutil
+
+from .._common import MIB, feature_available, load_average
+from .._data import FEATURES, make_rows
+
+FULL = {"runs": 50, "warmup": 5, "rows": 200_000}
+QUICK = {"runs": 10, "warmup": 3, "rows": 20_000}
+BACKENDS = ("sequential", "threading", "loky", "auto")
+#: RSS growth below this is taken as allocator noise rather than a leak.
+RSS_TOLERANCE_MIB = 10.0
+
+
+def snapshot() -> dict:
+    """Return this process's RSS (MiB), descriptors and threads, and its children's RSS."""
+    process = psutil.Process()
+    children = process.children(recursive=True)
+    children_rss = 0
+    for child in children:
+        try:
+            children_rss += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return {
+        "rss_mib": process.memory_info().rss / MIB,
+        "fds": process.num_fds(),
+        "threads": process.num_threads(),
+        "children": len(children),
+        "children_rss_mib": children_rss / MIB,
+    }
+
+
+def _fitted_model():
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = make_rows(0, 20_000)
+    return RandomForestClassifier(n_estimators=20, max_depth=10, random_state=0).fit(X, y)
+
+
+def _runners(model, X, folder):
+    """Return the run kinds to repeat, by name: each scores X once."""
+    from postfit import ParallelPostFit
+
+    runners = {
+        f"predict_proba, backend={backend!r}": (
+            lambda backend=backend: ParallelPostFit(model, backend=backend).predict_proba(X)
+        )
+        for backend in BACKENDS
+    }
+    if feature_available(_check_io) is None:
+        import pandas as pd
+
+        import postfit
+
+        path = os.path.join(folder, "input.parquet")
+        pd.DataFrame(X, columns=FEATURES).to_parquet(path, row_group_size=max(1, len(X) // 8))
+        counter = iter(range(10**6))
+
+        def parquet_to_parquet():
+            output = os.path.join(folder, f"out-{next(counter)}")
+            ParallelPostFit(model).predict_proba(postfit.read_parquet(path), output=output)
+
+        runners["read_parquet to output= Parquet, backend='auto'"] = parquet_to_parquet
+    return runners
+
+
+def _check_io():
+    import postfit
+
+    postfit.read_parquet  # noqa: B018 - raises AttributeError until postfit.io exists
+
+
+def _growth(series: list[dict], warmup: int) -> dict:
+    start, end = series[warmup - 1], series[-1]
+    return {key: end[key] - start[key] for key in start}
+
+
+def run(quick: bool) -> dict:
+    params = QUICK if quick else FULL
+    load_before = load_average()
+    model = _fitted_model()
+    X, _ = make_rows(1_000_000, 1_000_000 + params["rows"], seed=5)
+    series, table, targets = {}, [], []
+    with tempfile.TemporaryDirectory(prefix="postfit-leak-") as folder:
+        for name, runner in _runners(model, X, folder).items():
+            print(f"[leak] {params['runs']} runs of {name}", flush=True)
+            points = []
+            start = time.perf_counter()
+            for _ in range(params["runs"]):
+                runner()
+                gc.collect()
+                points.append(snapshot())
+            seconds = time.perf_counter() - start
+            series[name] = points
+            growth = _growth(points, params["warmup"])
+            end = points[-1]
+            table.append(
+                {
+                    "runs of": name,
+                    "seconds (all runs)": round(seconds, 1),
+                    "RSS at end (MiB)": round(end["rss_mib"], 1),
+                    "RSS growth (MiB)": round(growth["rss_mib"], 1),
+                    "children RSS growth (MiB)": round(growth["children_rss_mib"], 1),
+                    "descriptors at end": end["fds"],
+                    "descriptor growth": growth["fds"],
+                    "threads at end": end["threads"],
+                    "thread growth": growth["threads"],
+                    "child processes at end": end["children"],
+                }
+            )
+            ok = growth["rss_mib"] <= RSS_TOLERANCE_MIB and growth["fds"] <= 0
+            ok = ok and growth["threads"] <= 0 and growth["children_rss_mib"] <= RSS_TOLERANCE_MIB
+            targets.append(
+                {
+                    "name": f"no growth over {params['runs']} runs of {name}",
+                    "measured": (
+                        f"RSS {growth['rss_mib']:+.1f} MiB, children "
+                        f"{growth['children_rss_mib']:+.1f} MiB, descriptors "
+                        f"{growth['fds']:+d}, threads {growth['threads']:+d}"
+                    ),
+                    "met": ok,
+                }
+            )
+    return {
+        "status": "ok",
+        "params": params,
+        "description": (
+            f"{params['runs']} back-to-back runs of each kind in one process, scoring "
+            f"{params['rows']:,} rows × {len(FEATURES)} features with a 20-tree "
+            f"RandomForestClassifier. Growth is from the end of run {params['warmup']} "
+            f"(warm-up) to the end of run {params['runs']}; RSS growth up to "
+            f"{RSS_TOLERANCE_MIB:g} MiB counts as allocator noise."
+        ),
+        "load_before": load_before,
+        "load_after": load_average(),
+        "table": table,
+        "targets": targets,
+        "series": series,
+    }

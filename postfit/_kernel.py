@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._blocks import EmptyOutput, n_rows, output_rows
 from .exceptions import BlockError
@@ -102,20 +103,30 @@ def limit_threads(n_threads, user_api=None):
 
 
 def restore_feature_names(estimator, data, start):
-    """Wrap a positional 2-D NumPy block in a frame with the fitted feature names.
+    """Wrap a positional 2-D block in a frame with the fitted feature names.
 
     The driver has already warned once that the input lacks feature names;
     restoring them here keeps scikit-learn from repeating that warning for
-    every block, and costs no copy for a homogeneous array.
+    every block. A NumPy block is wrapped without a copy; a list of rows is
+    first converted with ``np.asarray``, as scikit-learn converts it; a CSR or
+    CSC block becomes a frame of sparse columns, which scikit-learn turns back
+    into a sparse matrix.
     """
     names = getattr(estimator, "feature_names_in_", None)
-    if names is None or not isinstance(data, np.ndarray) or data.ndim != 2:
+    if names is None:
         return data
-    if data.shape[1] != len(names):
+    rows = np.asarray(data) if isinstance(data, (list, tuple)) else data
+    is_sparse = sp.issparse(rows) and rows.format in ("csr", "csc")
+    if not (isinstance(rows, np.ndarray) or is_sparse) or rows.ndim != 2:
         return data
+    if rows.shape[1] != len(names):
+        return data
+    data = rows
     import pandas as pd
 
     index = pd.RangeIndex(start or 0, (start or 0) + data.shape[0])
+    if is_sparse:
+        return pd.DataFrame.sparse.from_spmatrix(data, index=index, columns=names)
     return pd.DataFrame(data, columns=names, index=index, copy=False)
 
 

@@ -22,6 +22,11 @@ def _describe_names(names, limit=8):
 def _n_columns(X):
     if is_arrow_table(X):
         return X.num_columns
+    if isinstance(X, (list, tuple)):
+        # A list of rows has the width of its first row; a flat list (of
+        # documents, say) has no width to check.
+        first = X[0] if len(X) else None
+        return len(first) if isinstance(first, (list, tuple, np.ndarray)) else None
     shape = getattr(X, "shape", None)
     if shape is None or len(shape) < 2:
         return None
@@ -108,5 +113,5 @@ def check_input_features(estimator, X):
             UserWarning,
             stacklevel=4,
         )
-        restore_names = not sp.issparse(X)
+        restore_names = not sp.issparse(X) or X.format in ("csr", "csc")
     return X, restore_names

@@ -3,6 +3,7 @@
 __all__ = [
     "BlockError",
     "ColumnOrderWarning",
+    "MaterializedScoringWarning",
     "OutputExistsError",
     "PostfitWarning",
     "UntrustedModelError",
@@ -16,6 +17,14 @@ class PostfitWarning(UserWarning):
 
 class ColumnOrderWarning(PostfitWarning):
     """Frame columns arrived in another order than in fit and were reordered by name."""
+
+
+class MaterializedScoringWarning(PostfitWarning):
+    """A scorer needs all of X at once, so X was read into memory before it was called.
+
+    Emitted for plain callables ``scorer(estimator, X, y)`` and for an
+    estimator's own ``score`` method other than accuracy or R².
+    """
 
 
 class BlockError(RuntimeError):

@@ -5,8 +5,9 @@ post-fit methods run block by block, in parallel, out of core from files, and
 on Dask or Ray clusters.
 """
 
+from .incremental import Incremental
 from .wrappers import ParallelPostFit
 
 __version__ = "0.1.0"
 
-__all__ = ["ParallelPostFit", "__version__"]
+__all__ = ["Incremental", "ParallelPostFit", "__version__"]

@@ -154,9 +154,12 @@ class _InMemoryRun:
         return call_method(self.estimator, self.method, self.X, self.kwargs)
 
     def run_auto(self):
-        if self.n_workers == 1 or self.n <= _plan.DIRECT_MAX_ROWS:
-            self.log_plan("sequential", 1, self.n, None, "direct path: small input or one worker")
+        if self.n <= _plan.DIRECT_MAX_ROWS and self.fits_one_call(self.n):
+            self.log_plan("sequential", 1, self.n, None, "direct path: small input")
             self.score_here(self.n)
+            return
+        if self.n_workers == 1:
+            self.run_backend("sequential", 1, seconds_per_row=None)
             return
 
         overhead, seconds_per_row = self.probe_one_thread()
@@ -165,8 +168,7 @@ class _InMemoryRun:
         if remaining == 0:
             return
         if work < _plan.DIRECT_MAX_SECONDS:
-            self.log_plan("sequential", 1, remaining, None, f"{work:.3f} s of work left")
-            self.score_here(self.n)
+            self.finish_sequential(seconds_per_row, overhead, f"{work:.3f} s of work left")
             return
 
         speedup = self.probe_two_threads(overhead, seconds_per_row)
@@ -190,33 +192,56 @@ class _InMemoryRun:
             backend,
         )
         if backend == "sequential":
-            self.score_here(self.n)
+            self.finish_sequential(seconds_per_row, overhead, "threads do not scale")
             return
         self.run_backend(backend, self.n_workers, seconds_per_row, overhead)
+
+    def block_size_limit(self):
+        """Return the user's block size, or None when it is automatic."""
+        block_size = self.options.block_size
+        return None if block_size == "auto" else block_size
+
+    def fits_one_call(self, rows):
+        """Return whether ``rows`` rows may be scored in one call within the user's limits."""
+        limit = self.block_size_limit()
+        if limit is not None and rows > limit:
+            return False
+        return rows * self.row_nbytes * _plan.BLOCK_MEMORY_FACTOR <= self.budget
+
+    def finish_sequential(self, seconds_per_row, overhead, reason):
+        """Score the remaining rows in this thread, with the estimator's own threading."""
+        remaining = self.n - self.position
+        if self.fits_one_call(remaining):
+            self.log_plan("sequential", 1, remaining, None, reason)
+            self.score_here(self.n)
+            return
+        self.run_backend("sequential", 1, seconds_per_row, overhead)
 
     def probe_one_thread(self):
         """Time growing first blocks on one thread; return (seconds per call, seconds per row).
 
         Many estimators pay a fixed cost per call (a forest walks its trees
         through joblib even with n_jobs=1), so the time of a call is fitted
-        as ``overhead + rows * per_row`` from the last two probes.
+        as ``overhead + rows * per_row`` from the last two probes. Probe
+        blocks never exceed the user's block size.
         """
-        rows = 128
+        limit = self.block_size_limit() or self.n
+        rows = min(128, limit)
         timings = []
         while True:
             start = self.position
             stop = min(self.n, start + rows)
             timings.append((stop - start, self.score_here(stop, inner_threads=1)))
             long_enough = timings[-1][1] >= _plan.PROBE_MIN_SECONDS and len(timings) >= 2
-            if long_enough or stop >= self.n // 8 or stop >= self.n:
+            if long_enough or stop >= self.n // 8 or stop >= self.n or rows >= limit:
                 break
-            rows *= 4
+            rows = min(rows * 4, limit)
         return _fit_call_time(timings)
 
     def probe_two_threads(self, overhead, per_row):
         """Score two blocks at once on two threads and return the speed-up over one."""
         rows = max(1, int(2 * _plan.PROBE_MIN_SECONDS / per_row))
-        rows = min(rows, (self.n - self.position) // 4)
+        rows = min(rows, (self.n - self.position) // 4, self.block_size_limit() or self.n)
         if rows < 1:
             return 1.0
         blocks = []
@@ -288,7 +313,7 @@ class _InMemoryRun:
 def _fit_call_time(timings):
     """Fit ``seconds = overhead + rows * per_row`` to the last two (rows, seconds) probes."""
     rows_last, seconds_last = timings[-1]
-    if len(timings) >= 2:
+    if len(timings) >= 2 and timings[-2][0] != rows_last:
         rows_prev, seconds_prev = timings[-2]
         per_row = (seconds_last - seconds_prev) / (rows_last - rows_prev)
         overhead = seconds_last - per_row * rows_last

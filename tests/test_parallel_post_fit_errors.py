@@ -214,11 +214,7 @@ def test_estimator_error_keeps_type_and_names_block(backend):
     with pytest.raises(KeyError, match="found -1") as info:
         wrapper.predict(X)
     notes = getattr(info.value, "__notes__", [])
-    if backend == "auto":
-        # The direct path scores the whole input as one block.
-        assert notes == ["postfit: raised while scoring block 0 (rows 0 to 100)"]
-    else:
-        assert notes == ["postfit: raised while scoring block 6 (rows 60 to 70)"]
+    assert notes == ["postfit: raised while scoring block 6 (rows 60 to 70)"]
 
 
 def test_empty_input_gives_estimator_own_answer(fitted_on_frame, frame):

@@ -17,7 +17,7 @@ from .exceptions import UntrustedModelError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_model", "save_model", "trusted_types"]
+__all__ = ["describe_model", "load_model", "save_model", "trusted_types"]
 
 #: Modules whose types postfit trusts in skops files, beyond skops' own defaults.
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "postfit.")
@@ -163,3 +163,99 @@ def save_model(model, path):
 
     with fsspec.open(os.fspath(path), "wb") as f:
         f.write(sio.dumps(model))
+
+
+# Describing a model ---------------------------------------------------------------
+
+_ENCODERS = ("OneHotEncoder", "OrdinalEncoder", "TargetEncoder")
+
+
+def _final_step(transformer):
+    steps = getattr(transformer, "steps", None)
+    return steps[-1][1] if steps else transformer
+
+
+def _column_kinds(estimator) -> dict:
+    """Return ``{column: kind}`` read from a leading ColumnTransformer, or {} when there is none.
+
+    scikit-learn does not store the input dtypes, so the kind is what the
+    transformer that takes the column expects: categories of an encoder, or
+    numbers.
+    """
+    first = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+    transformers = getattr(first, "transformers_", None)
+    if transformers is None:
+        return {}
+    kinds = {}
+    for _, transformer, columns in transformers:
+        if isinstance(transformer, str) or columns is None:
+            kind = "any (passed through)" if transformer == "passthrough" else "unused"
+        else:
+            step = _final_step(transformer)
+            steps = getattr(transformer, "steps", [(None, transformer)])
+            encoder = next((s for _, s in steps if type(s).__name__ in _ENCODERS), None)
+            if encoder is not None and hasattr(encoder, "categories_"):
+                dtypes = {str(c.dtype) for c in encoder.categories_}
+                kind = f"categorical ({', '.join(sorted(dtypes))} categories)"
+            else:
+                kind = f"numeric (into {type(step).__name__})"
+        names = getattr(first, "feature_names_in_", None)
+        for column in columns if isinstance(columns, (list, tuple)) else list(columns):
+            if names is not None and isinstance(column, (int,)) and not isinstance(column, bool):
+                column = names[column]
+            kinds[str(column)] = kind
+    return kinds
+
+
+def describe_model(model) -> str:
+    """Return a text description of a fitted model: estimator, features, classes, outputs."""
+    from .io import output_names
+
+    inner = (
+        getattr(model, "estimator_", model) if type(model).__name__ == "ParallelPostFit" else model
+    )
+    lines = [f"estimator: {type(inner).__name__} ({type(inner).__module__})"]
+    steps = getattr(inner, "steps", None)
+    if steps:
+        lines.append("steps: " + " -> ".join(f"{name} ({type(s).__name__})" for name, s in steps))
+
+    names = getattr(inner, "feature_names_in_", None)
+    count = getattr(inner, "n_features_in_", None)
+    kinds = _column_kinds(inner)
+    if names is not None:
+        lines.append(f"features ({len(names)}):")
+        for name in names:
+            lines.append(f"  {name}: {kinds.get(str(name), 'numeric')}")
+    elif count is not None:
+        lines.append(f"features: {count} unnamed numeric columns (fitted on an array)")
+    else:
+        lines.append("features: not recorded by this estimator")
+
+    classes = getattr(inner, "classes_", None)
+    if classes is not None:
+        shown = ", ".join(str(c) for c in list(classes)[:20])
+        more = ", ..." if len(classes) > 20 else ""
+        lines.append(f"classes ({len(classes)}): {shown}{more}")
+
+    methods = [
+        m
+        for m in (
+            "predict",
+            "predict_proba",
+            "predict_log_proba",
+            "decision_function",
+            "score_samples",
+            "transform",
+        )
+        if hasattr(inner, m)
+    ]
+    lines.append(f"methods: {', '.join(methods)}")
+    lines.append("output columns:")
+    for method in methods:
+        naming = output_names(inner, method)
+        width = len(naming.labels) if naming.labels is not None else None
+        shown = naming.names(width)
+        if naming.labels is None and method == "transform":
+            shown = ["x_0", "x_1", "..."]
+        lines.append(f"  {method}: {', '.join(shown)}")
+    return "\n".join(lines)

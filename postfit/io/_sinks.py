@@ -213,7 +213,7 @@ class PartWriter:
 
 
 def infer_format(path: str, fmt=None) -> str:
-    """Return the output format from ``fmt`` or the path's ending (Parquet when none)."""
+    """Return the output format from ``fmt`` or the path's ending (Parquet for any other)."""
     if fmt is not None:
         if fmt not in FORMATS:
             raise ValueError(f"Invalid output format {fmt!r}. Choose one of {', '.join(FORMATS)}.")
@@ -222,12 +222,8 @@ def infer_format(path: str, fmt=None) -> str:
     for name, extension in FORMATS.items():
         if lower.endswith(extension):
             return name
-    if lower.endswith((".pq", ".parq")) or "." not in lower.rsplit("/", 1)[-1]:
-        return "parquet"
-    raise ValueError(
-        f"Cannot tell the output format from {path!r}. End the path with .parquet, .csv, "
-        ".npy or .zarr, or pass output_format=."
-    )
+    # Any other path names a directory of Parquet parts, as Spark and Dask write them.
+    return "parquet"
 
 
 class OutputStore:

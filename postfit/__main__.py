@@ -1,0 +1,7 @@
+"""Run the ``postfit`` command as ``python -m postfit``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

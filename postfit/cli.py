@@ -1,0 +1,461 @@
+"""The ``postfit`` command: score files with a saved model, compute metrics, describe a model.
+
+Exit status: 0 on success, 1 when the run failed (an error in the data, the
+model or a worker), 2 for a usage error (a bad option, a missing file or
+column, an untrusted model, an existing output), which argparse also uses.
+
+Each subcommand is added by one function ``_add_<name>_parser(subparsers)``
+listed in ``SUBCOMMANDS``; it adds its parser and sets ``handler`` to the
+function that runs it and returns the exit status. A new subcommand, such as
+``fit``, is one more such function appended to that list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+FORMATS = ("parquet", "csv", "npy", "zarr")
+METHODS = (
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "score_samples",
+    "transform",
+)
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot work; exit status 2."""
+
+
+def _usage_errors():
+    """Return the exception types that mean the user must change the command."""
+    from .exceptions import OutputExistsError, UntrustedModelError
+    from .io import InputError
+
+    return (
+        UsageError,
+        FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
+        UntrustedModelError,
+        OutputExistsError,
+        InputError,
+    )
+
+
+# Argument types -------------------------------------------------------------------
+
+
+def _column_list(text):
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    if not columns:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    return columns
+
+
+def _memory_size(text):
+    from ._plan import parse_memory_budget
+
+    try:
+        parse_memory_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _workers(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers (-1 for all cores), got {text!r}"
+        )
+    return value
+
+
+# Shared options -------------------------------------------------------------------
+
+
+def _add_model_argument(parser):
+    # -v is accepted after the subcommand too; SUPPRESS keeps a -v given
+    # before it from being reset by this parser's default.
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log to stderr: -v for run summaries, -vv for planning details",
+    )
+    parser.add_argument(
+        "model", help="fitted model file: .skops, or .pkl/.joblib with --trust-model"
+    )
+    parser.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load pickle files (which can run any code they hold) and every type in a "
+        ".skops file; only for files from a source you trust",
+    )
+
+
+def _add_input_arguments(parser):
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="input files, globs, directories or fsspec URLs (Parquet, CSV, .npy or Zarr)",
+    )
+    parser.add_argument(
+        "--input-format",
+        choices=FORMATS,
+        help="format of the inputs (default: from the first input's file name ending)",
+    )
+    parser.add_argument(
+        "--columns",
+        type=_column_list,
+        help="comma-separated input columns to score (default: the columns the model "
+        "was fitted with, or all columns)",
+    )
+
+
+def _add_run_arguments(parser):
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="what runs the blocks: auto, sequential, threading, loky (processes), dask "
+        "or ray (default: auto)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=-1,
+        help="number of blocks scored at once; -1 for all cores (default: -1)",
+    )
+    parser.add_argument(
+        "--block-size",
+        type=_positive_int,
+        help="rows per block (default: sized from the memory budget)",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=_memory_size,
+        default="auto",
+        help="memory the run may use beyond the model, in bytes or with a unit such as "
+        "512MiB or 2GB (default: auto, a quarter of available memory, 256 MiB to 4 GiB)",
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show a progress bar with rows/s and ETA (default: when stderr is a terminal)",
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+
+
+# Running --------------------------------------------------------------------------
+
+
+def _load_model(args):
+    from ._models import load_model
+
+    return load_model(args.model, trusted=bool(args.trust_model))
+
+
+def _open_inputs(inputs, input_format, columns):
+    from . import io
+
+    fmt = input_format or _guess_format(inputs[0])
+    readers = {
+        "parquet": io.read_parquet,
+        "csv": io.read_csv,
+        "npy": io.read_npy,
+        "zarr": io.read_zarr,
+    }
+    if fmt in ("npy", "zarr"):
+        if columns:
+            raise UsageError(f"--columns applies to tables; {fmt} inputs are arrays.")
+        return readers[fmt](inputs)
+    return readers[fmt](inputs, columns=columns)
+
+
+def _guess_format(path):
+    text = str(path).rstrip("/").lower()
+    for fmt, endings in (
+        ("csv", (".csv", ".tsv", ".txt")),
+        ("npy", (".npy",)),
+        ("zarr", (".zarr",)),
+        ("parquet", (".parquet", ".pq", ".parq")),
+    ):
+        if text.endswith(endings):
+            return fmt
+    name = text.rsplit("/", 1)[-1]
+    if "." not in name or any(char in name for char in "*?["):
+        return "parquet"
+    raise UsageError(
+        f"Cannot tell the format of {path!r} from its name; pass --input-format "
+        f"({', '.join(FORMATS)})."
+    )
+
+
+def _wrapper(model, args, scoring=None):
+    from .wrappers import ParallelPostFit
+
+    options = {
+        "backend": args.backend,
+        "n_jobs": args.workers,
+        "block_size": args.block_size or "auto",
+        "memory_budget": args.memory_budget,
+        "progress": args.progress if args.progress is not None else sys.stderr.isatty(),
+    }
+    if isinstance(model, ParallelPostFit):
+        return model.set_params(scoring=scoring, **options)
+    return ParallelPostFit(model, scoring=scoring, **options)
+
+
+def _check_backend(name):
+    from .backends import available_backends
+
+    if name not in ("auto", *available_backends()):
+        choices = ", ".join(["auto", *available_backends()])
+        raise UsageError(f"Invalid --backend {name!r}. Choose one of {choices}.")
+
+
+def _run_predict(args):
+    _check_backend(args.backend)
+    model = _load_model(args)
+    if not hasattr(model, args.method):
+        available = [m for m in METHODS if hasattr(model, m)]
+        raise UsageError(
+            f"{type(model).__name__} has no method {args.method!r}. Its post-fit methods "
+            f"are: {', '.join(available)}."
+        )
+    source = _open_inputs(args.inputs, args.input_format, args.columns)
+    wrapper = _wrapper(model, args)
+    result = getattr(wrapper, args.method)(
+        source,
+        output=args.output,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        keep_columns=args.keep_columns,
+    )
+    resumed = f", {result.n_resumed} parts kept from the earlier run" if result.n_resumed else ""
+    print(
+        f"{args.method}: wrote {result.n_rows} rows to {result.path} ({result.format}, "
+        f"{result.n_blocks} parts{resumed}) in {result.seconds:.2f} s "
+        f"({result.rows_per_second:,.0f} rows/s)"
+    )
+    return EXIT_OK
+
+
+def _default_scoring(model):
+    """Return the metric of a classifier's or regressor's own ``score``, so it streams."""
+    from sklearn.base import is_classifier, is_regressor
+
+    if is_classifier(model):
+        return "accuracy"
+    if is_regressor(model):
+        return "r2"
+    return None
+
+
+def _run_score(args):
+    _check_backend(args.backend)
+    model = _load_model(args)
+    source = _open_inputs(args.inputs, args.input_format, args.columns)
+    if not source.tabular:
+        raise UsageError("--target needs a table input (Parquet or CSV) that holds the target.")
+    names = source.all_column_names()
+    if args.target not in names:
+        raise UsageError(
+            f"Target column {args.target!r} not found in the input, which has columns {names}."
+        )
+    target = _open_inputs(args.inputs, args.input_format, [args.target]).read()[args.target]
+    scoring = args.scoring or _default_scoring(model)
+    if isinstance(scoring, list) and len(scoring) == 1:
+        scoring = scoring[0]
+    wrapper = _wrapper(model, args, scoring=scoring)
+    try:
+        value = wrapper.score(source, target)
+    except ValueError as exc:
+        if "scoring" in str(exc).lower() or "scorer" in str(exc).lower():
+            raise UsageError(str(exc)) from exc
+        raise
+    if isinstance(value, dict):
+        for name, number in value.items():
+            print(f"{name} {number:.6g}")
+    else:
+        print(f"{scoring or 'score'} {value:.6g}")
+    return EXIT_OK
+
+
+# Subcommands ----------------------------------------------------------------------
+
+
+def _add_predict_parser(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="score input files with a saved model and write the output to files",
+        description="Score input files block by block and write one output part per "
+        "block; rerun with --resume to continue an interrupted run.",
+    )
+    _add_model_argument(parser)
+    _add_input_arguments(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output path: a path ending in .csv, .npy or .zarr writes that format; any "
+        "other path is written as a directory of Parquet part files",
+    )
+    parser.add_argument(
+        "--method", default="predict", choices=METHODS, help="method to run (default: predict)"
+    )
+    parser.add_argument(
+        "--keep-columns",
+        type=_column_list,
+        help="comma-separated input columns (such as ids) written next to the output",
+    )
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--resume", action="store_true", help="continue an unfinished run on the same output"
+    )
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output written by postfit"
+    )
+    _add_run_arguments(parser)
+    parser.set_defaults(handler=_run_predict)
+
+
+def _add_score_parser(subparsers):
+    parser = subparsers.add_parser(
+        "score",
+        help="compute metrics of a saved model on input files that hold the target",
+        description="Print one line per metric: its name and value.",
+    )
+    _add_model_argument(parser)
+    _add_input_arguments(parser)
+    parser.add_argument("--target", required=True, help="input column that holds the target")
+    parser.add_argument(
+        "--scoring",
+        type=_column_list,
+        help="comma-separated scikit-learn scorer names, such as accuracy,roc_auc "
+        "(default: accuracy for classifiers, r2 for regressors, else the model's own score)",
+    )
+    _add_run_arguments(parser)
+    parser.set_defaults(handler=_run_score)
+
+
+def _add_info_parser(subparsers):
+    parser = subparsers.add_parser(
+        "info",
+        help="describe a saved model: estimator, features, classes, methods, output columns",
+    )
+    _add_model_argument(parser)
+    parser.set_defaults(handler=_run_info)
+
+
+def _run_info(args):
+    from ._models import describe_model
+
+    print(describe_model(_load_model(args)))
+    return EXIT_OK
+
+
+def _add_fit_parser(subparsers):
+    from ._cli_fit import add_fit_parser
+
+    add_fit_parser(subparsers)
+
+
+#: Functions that each add one subcommand; see the module docstring.
+SUBCOMMANDS = [_add_predict_parser, _add_score_parser, _add_info_parser, _add_fit_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ``postfit`` command with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="postfit",
+        description="Score data far larger than a model was trained on, block by block.",
+    )
+    parser.add_argument("--version", action="version", version=f"postfit {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log to stderr: -v for run summaries, -vv for planning details",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def _configure_logging(verbosity):
+    if verbosity <= 0:
+        return
+    level = logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+
+
+def _describe_error(exc) -> str:
+    lines = [str(exc) or type(exc).__name__]
+    lines.extend(getattr(exc, "__notes__", []))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Run the ``postfit`` command on ``argv`` (default: sys.argv[1:]); return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.handler(args)
+    except _usage_errors() as exc:
+        print(f"postfit {args.command}: error: {_describe_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"postfit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        logger.debug("run failed", exc_info=True)
+        print(
+            f"postfit {args.command}: run failed: {type(exc).__name__}: {_describe_error(exc)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -158,7 +158,7 @@ class _InMemoryRun:
             self.log_plan("sequential", 1, self.n, None, "direct path: small input")
             self.score_here(self.n)
             return
-        if self.n_workers == 1:
+        if self.n <= _plan.DIRECT_MAX_ROWS or self.n_workers == 1:
             self.run_backend("sequential", 1, seconds_per_row=None)
             return
 

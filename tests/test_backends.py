@@ -1,0 +1,295 @@
+"""Backends: registry, worker counts, thread limits, loky model shipping, and the planner."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import Counter
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import LinearRegression
+
+from postfit import ParallelPostFit, _plan, _runner
+from postfit.backends import _REGISTRY as REGISTRY
+from postfit.backends import (
+    Backend,
+    available_backends,
+    effective_n_workers,
+    get_backend,
+    register_backend,
+)
+from postfit.backends.loky import LokyBackend, SharedRows
+from postfit.backends.sequential import SequentialBackend
+from postfit.backends.threading import ThreadingBackend
+from postfit.exceptions import WorkerCrashedError
+
+
+class LogsUnpickling(RegressorMixin, BaseEstimator):
+    """Appends the process id to a file each time an instance is unpickled."""
+
+    def __init__(self, log_path=None):
+        self.log_path = log_path
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict(self, X):
+        return np.asarray(X)[:, 0] * 2.0
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        with open(self.log_path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+class ExitsProcess(RegressorMixin, BaseEstimator):
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict(self, X):
+        os._exit(3)
+
+
+# Registry and workers ---------------------------------------------------------
+
+
+def test_builtin_backends_registered():
+    assert {"sequential", "threading", "loky", "dask", "ray"} <= set(available_backends())
+    assert get_backend("threading") is ThreadingBackend
+
+
+def test_unknown_backend_lists_choices():
+    with pytest.raises(ValueError, match="Unknown backend 'gpu'. Choose one of 'auto', "):
+        get_backend("gpu")
+
+
+def test_register_rejects_non_backend():
+    with pytest.raises(TypeError, match="subclass of postfit.backends.Backend, got <class 'int'>"):
+        register_backend("bad", int)
+
+
+def test_registered_backend_is_used(monkeypatch):
+    calls = []
+
+    class Recording(SequentialBackend):
+        name = "recording"
+
+        def imap_unordered(self, func, blocks, max_in_flight):
+            for block, out in super().imap_unordered(func, blocks, max_in_flight):
+                calls.append(block.index)
+                yield block, out
+
+    monkeypatch.setitem(REGISTRY, "recording", Recording)
+    X = np.arange(20.0).reshape(10, 2)
+    model = LinearRegression().fit(X, X[:, 0])
+    got = ParallelPostFit(model, backend="recording", block_size=4).predict(X)
+    np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
+    assert sorted(calls) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("n_jobs", "expected"), [(1, 1), (2, 2), (-1, joblib.cpu_count()), (None, 1)]
+)
+def test_effective_n_workers(n_jobs, expected):
+    assert effective_n_workers(n_jobs) == expected
+
+
+def test_n_jobs_none_follows_parallel_config():
+    with joblib.parallel_config(n_jobs=3):
+        assert effective_n_workers(None) == 3
+
+
+@pytest.mark.parametrize("backend_class", [ThreadingBackend, LokyBackend])
+@pytest.mark.parametrize("n_workers", [1, 2, 3, 8])
+def test_inner_threads_keep_total_within_cores(backend_class, n_workers):
+    cores = 4
+    inner = backend_class(n_workers).inner_threads(cores)
+    if n_workers == 1:
+        assert inner is None
+    else:
+        assert inner >= 1
+        assert n_workers * inner <= max(cores, n_workers)
+
+
+def test_sequential_backend_keeps_estimator_threads():
+    assert SequentialBackend(4).inner_threads(8) is None
+    assert SequentialBackend(4).n_workers == 1
+
+
+def test_threading_backend_bounds_blocks_in_flight():
+    import threading
+
+    lock = threading.Lock()
+    state = {"pending": 0, "max_pending": 0}
+
+    def func(block):
+        return block
+
+    def blocks():
+        for i in range(30):
+            with lock:
+                state["pending"] += 1
+                state["max_pending"] = max(state["max_pending"], state["pending"])
+            yield i
+
+    for _, _ in ThreadingBackend(2).imap_unordered(func, blocks(), max_in_flight=3):
+        with lock:
+            state["pending"] -= 1
+    assert state["max_pending"] <= 3
+
+
+def test_backend_base_is_abstract():
+    with pytest.raises(TypeError):
+        Backend(1)
+
+
+# Loky ---------------------------------------------------------------------------
+
+
+def test_loky_unpickles_model_once_per_worker(tmp_path):
+    log_path = tmp_path / "unpickled.txt"
+    X = np.arange(400.0).reshape(200, 2)
+    model = LogsUnpickling(str(log_path)).fit(X)
+    wrapper = ParallelPostFit(model, backend="loky", n_jobs=2, block_size=5)
+    np.testing.assert_array_equal(wrapper.predict(X), X[:, 0] * 2.0)
+
+    pids = Counter(log_path.read_text().split())
+    assert 1 <= len(pids) <= 2, pids
+    assert set(pids.values()) == {1}, f"unpickled more than once in a worker: {pids}"
+    assert str(os.getpid()) not in pids
+
+
+def test_loky_numpy_blocks_are_not_pickled_arrays():
+    X = np.random.default_rng(0).random((20_000, 20))
+    backend = LokyBackend(2)
+    try:
+        with backend.ship_input(X) as slicer:
+            block = slicer(0, 10_000)
+            assert isinstance(block, SharedRows)
+            assert len(pickle.dumps(block)) < 1_000
+            np.testing.assert_array_equal(block.load(), X[:10_000])
+    finally:
+        backend.close()
+
+
+def test_loky_memmap_input_used_in_place(tmp_path):
+    path = tmp_path / "X.dat"
+    X = np.memmap(path, dtype=np.float64, mode="w+", shape=(50, 3), order="F")
+    X[:] = np.arange(150.0).reshape(50, 3)
+    X.flush()
+    backend = LokyBackend(2)
+    try:
+        with backend.ship_input(X) as slicer:
+            block = slicer(10, 20)
+            assert block.path == os.fspath(path)
+            np.testing.assert_array_equal(block.load(), np.asarray(X[10:20]))
+    finally:
+        backend.close()
+
+
+def test_loky_removes_temporary_files():
+    backend = LokyBackend(2)
+    with backend.ship_model(LinearRegression()) as ref:
+        assert os.path.exists(ref.path)
+        temp_dir = os.path.dirname(ref.path)
+    assert not os.path.exists(temp_dir)
+
+
+def test_loky_worker_crash_names_block_and_pool_recovers():
+    X = np.arange(40.0).reshape(20, 2)
+    crashing = ParallelPostFit(ExitsProcess().fit(X), backend="loky", n_jobs=2, block_size=5)
+    with pytest.raises(WorkerCrashedError, match=r"A worker process died while scoring block \d"):
+        crashing.predict(X)
+
+    model = LinearRegression().fit(X, X[:, 1])
+    got = ParallelPostFit(model, backend="loky", n_jobs=2, block_size=5).predict(X)
+    np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
+
+
+# The automatic planner ------------------------------------------------------------
+
+
+@pytest.fixture
+def planner(monkeypatch):
+    """Replace the planner's measurements with given values and record its choice.
+
+    Returns a function ``plan(n_rows, seconds_per_row, speedup, **options)``
+    that runs ``predict`` and returns the backend names the run used, so that
+    the decision is tested without depending on timing.
+    """
+    chosen = []
+
+    def fake_probe_one_thread(self):
+        self.score_here(min(self.n, 128), inner_threads=1)
+        return 0.0, self.fake_per_row
+
+    def fake_probe_two_threads(self, overhead, per_row):
+        return self.fake_speedup
+
+    original_run_backend = _runner._InMemoryRun.run_backend
+    original_score_here = _runner._InMemoryRun.score_here
+
+    def recording_run_backend(self, name, *args, **kwargs):
+        chosen.append(name)
+        return original_run_backend(self, name, *args, **kwargs)
+
+    def recording_score_here(self, stop, inner_threads=None):
+        if inner_threads is None:
+            chosen.append("direct")
+        return original_score_here(self, stop, inner_threads)
+
+    monkeypatch.setattr(_runner._InMemoryRun, "probe_one_thread", fake_probe_one_thread)
+    monkeypatch.setattr(_runner._InMemoryRun, "probe_two_threads", fake_probe_two_threads)
+    monkeypatch.setattr(_runner._InMemoryRun, "run_backend", recording_run_backend)
+    monkeypatch.setattr(_runner._InMemoryRun, "score_here", recording_score_here)
+
+    def plan(n_rows, seconds_per_row=1e-6, speedup=1.0, **options):
+        chosen.clear()
+        monkeypatch.setattr(_runner._InMemoryRun, "fake_per_row", seconds_per_row, raising=False)
+        monkeypatch.setattr(_runner._InMemoryRun, "fake_speedup", speedup, raising=False)
+        X = np.arange(2.0 * n_rows).reshape(n_rows, 2)
+        model = LinearRegression().fit(X[:10], X[:10, 0])
+        options = {"n_jobs": 2, **options}
+        got = ParallelPostFit(model, **options).predict(X)
+        np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
+        return list(chosen)
+
+    return plan
+
+
+def test_planner_small_input_takes_direct_path(planner):
+    assert planner(_plan.DIRECT_MAX_ROWS) == ["direct"]
+
+
+def test_planner_small_input_keeps_user_block_size(planner):
+    assert planner(100, block_size=30) == ["sequential"]
+
+
+def test_planner_one_worker_runs_sequential_blocks(planner):
+    assert planner(_plan.DIRECT_MAX_ROWS + 1, n_jobs=1) == ["sequential"]
+
+
+def test_planner_little_work_finishes_in_one_call(planner):
+    assert planner(10_000, seconds_per_row=1e-9) == ["direct"]
+
+
+def test_planner_threads_when_they_scale(planner):
+    assert planner(10_000, seconds_per_row=1e-3, speedup=1.9) == ["threading"]
+
+
+def test_planner_processes_when_threads_do_not_scale(planner):
+    assert planner(10_000, seconds_per_row=1e-3, speedup=1.0) == ["loky"]
+
+
+def test_planner_one_call_when_processes_do_not_pay(planner):
+    assert planner(10_000, seconds_per_row=1e-5, speedup=1.0) == ["direct"]
+
+
+def test_planner_keeps_memory_budget(planner, monkeypatch):
+    monkeypatch.setattr(_plan, "BLOCK_MEMORY_FACTOR", 10**6)
+    assert planner(10_000, seconds_per_row=1e-9, memory_budget="1GB") == ["sequential"]

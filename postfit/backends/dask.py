@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import time
 import uuid
 from functools import partial
 
@@ -36,6 +37,8 @@ __all__ = ["DaskBackend", "current_client"]
 #: that held its rows died before scoring them. Dask recomputes lost tasks
 #: itself, but scattered data has no task to recompute it from.
 LOST_INPUT_RETRIES = 3
+#: Seconds before the first new try to send a block's rows, doubled each try.
+SCATTER_RETRY_DELAY = 0.1
 
 _HOW_TO_START = (
     "Start one first, for example `from distributed import Client; client = Client()` "
@@ -140,11 +143,34 @@ class DaskBackend(Backend):
         finally:
             future.release()
 
+    def _scatter_rows(self, block):
+        """Send a block's rows to one worker and return their future."""
+        for attempt in range(LOST_INPUT_RETRIES + 1):
+            try:
+                # A list in a list: scatter would otherwise scatter each item.
+                return self.client.scatter([block.data], hash=False)[0]
+            except OSError as exc:
+                # distributed's CommClosedError is an OSError: the chosen
+                # worker died, and the scheduler drops it within moments.
+                error = exc
+                logger.warning(
+                    "dask backend: sending the rows of %s failed (%s); retry %d of %d",
+                    block.describe(),
+                    exc,
+                    attempt + 1,
+                    LOST_INPUT_RETRIES,
+                )
+                time.sleep(SCATTER_RETRY_DELAY * 2**attempt)
+        raise WorkerCrashedError(
+            f"Sending the rows of {block.describe()} to a Dask worker failed "
+            f"{LOST_INPUT_RETRIES + 1} times ({error}). Nothing was returned or marked "
+            "complete. Check the workers' logs for why they die."
+        ) from error
+
     def _submit(self, target, args, keywords, block, attempt):
         data = block.data
         if not hasattr(data, "load"):
-            # A list in a list: scatter would otherwise scatter each item.
-            data = self.client.scatter([data], hash=False)[0]
+            data = self._scatter_rows(block)
         return self.client.submit(
             _run_task,
             target,
@@ -160,6 +186,9 @@ class DaskBackend(Backend):
 
     def imap_unordered(self, func, blocks, max_in_flight):
         target, args, keywords = _split_partial(func)
+        # as_completed takes the client's event loop, where distributed.wait
+        # would look for a default client, which a given client need not be.
+        finished = distributed.as_completed(loop=self.client.loop, raise_errors=False)
         pending = {}
         attempts = {}
         blocks = iter(blocks)
@@ -172,18 +201,21 @@ class DaskBackend(Backend):
                         exhausted = True
                         break
                     attempts[block.index] = 0
-                    pending[self._submit(target, args, keywords, block, 0)] = block
+                    future = self._submit(target, args, keywords, block, 0)
+                    pending[future] = block
+                    finished.add(future)
 
                 if not pending:
                     return
-                done = distributed.wait(list(pending), return_when="FIRST_COMPLETED").done
-                for future in [f for f in pending if f in done]:
-                    block = pending.pop(future)
-                    retry = self._retry_if_input_lost(future, block, attempts)
-                    if retry is not None:
-                        pending[self._submit(target, args, keywords, block, retry)] = block
-                        continue
-                    yield block, self._result(future, block)
+                future = next(finished)
+                block = pending.pop(future)
+                retry = self._retry_if_input_lost(future, block, attempts)
+                if retry is not None:
+                    future = self._submit(target, args, keywords, block, retry)
+                    pending[future] = block
+                    finished.add(future)
+                    continue
+                yield block, self._result(future, block)
         except BaseException:
             self.client.cancel(list(pending))
             raise

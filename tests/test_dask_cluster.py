@@ -1,0 +1,192 @@
+"""The dask backend and lazy Dask results on a two-process LocalCluster on 127.0.0.1.
+
+Every test here starts from the session's cluster, which runs only in a
+network namespace that holds nothing but loopback (see ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import warnings
+
+import dask
+import dask.array as da
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from dask_fixtures import (
+    N_WORKERS,
+    CountingLogisticRegression,
+    GatedLogisticRegression,
+    big_model,
+    dask_client,  # noqa: F401 - a fixture
+    dask_cluster,  # noqa: F401 - a fixture
+    load_counts,
+    started_pids,
+)
+from sklearn.datasets import load_iris
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from postfit import ParallelPostFit
+from postfit.exceptions import WorkerCrashedError
+
+pytestmark = pytest.mark.cluster
+
+RTOL = 1e-12
+
+
+def _iris():
+    return load_iris(return_X_y=True)
+
+
+def _inputs(X):
+    return {
+        "numpy": X,
+        "pandas": pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])]),
+        "sparse": sp.csr_matrix(X),
+    }
+
+
+def _worker_pids(client):
+    return set(client.run(os.getpid).values())
+
+
+@pytest.mark.parametrize("kind", ["numpy", "pandas", "sparse"])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function"])
+def test_dask_backend_matches_plain(dask_client, kind, method):  # noqa: F811
+    X, y = _iris()
+    data = _inputs(X)[kind]
+    estimator = GradientBoostingClassifier(n_estimators=5, random_state=0).fit(data, y)
+    wrapper = ParallelPostFit(
+        estimator, backend="dask", backend_options={"client": dask_client}, block_size=40
+    )
+
+    out = getattr(wrapper, method)(data)
+
+    expected = getattr(estimator, method)(data)
+    assert type(out) is type(expected)
+    assert out.dtype == expected.dtype
+    np.testing.assert_allclose(out, expected, rtol=RTOL)
+
+
+def test_dask_backend_uses_current_client(dask_client):  # noqa: F811
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+
+    with dask_client.as_current():
+        out = ParallelPostFit(estimator, backend="dask", block_size=30).predict(X)
+
+    np.testing.assert_array_equal(out, estimator.predict(X))
+
+
+def test_dask_backend_unpickles_model_once_per_worker(dask_client, tmp_path):  # noqa: F811
+    X, y = _iris()
+    estimator = CountingLogisticRegression(max_iter=1000).fit(X, y)
+    estimator.log_path = str(tmp_path / "unpickled.txt")
+    wrapper = ParallelPostFit(
+        estimator, backend="dask", backend_options={"client": dask_client}, block_size=10
+    )
+
+    out = wrapper.predict_proba(X)
+
+    np.testing.assert_allclose(out, estimator.predict_proba(X), rtol=RTOL)
+    worker_pids = _worker_pids(dask_client)
+    counts = {pid: n for pid, n in load_counts(estimator.log_path).items() if pid in worker_pids}
+    assert sorted(counts) == sorted(worker_pids)
+    assert set(counts.values()) == {1}
+
+
+def test_lazy_result_unpickles_model_once_per_worker(dask_client, tmp_path):  # noqa: F811
+    X, y = _iris()
+    estimator = CountingLogisticRegression(max_iter=1000).fit(X, y)
+    estimator.log_path = str(tmp_path / "unpickled.txt")
+    dX = da.from_array(X, chunks=(10, 4))
+
+    with dask_client.as_current():
+        lazy = ParallelPostFit(estimator).predict(dX)
+        out = lazy.compute()
+
+    np.testing.assert_array_equal(out, estimator.predict(X))
+    worker_pids = _worker_pids(dask_client)
+    counts = {pid: n for pid, n in load_counts(estimator.log_path).items() if pid in worker_pids}
+    assert counts
+    assert set(counts.values()) == {1}
+
+
+@pytest.mark.parametrize("kind", ["array", "frame"])
+def test_big_model_sends_no_large_graph(dask_client, kind):  # noqa: F811
+    X, y = _iris()
+    threshold = dask.utils.parse_bytes(
+        dask.config.get("distributed.admin.large-graph-warning-threshold")
+    )
+    estimator = big_model(X, y, nbytes=int(1.5 * threshold))
+    if kind == "array":
+        lazy_input = da.from_array(X, chunks=(2, 4))
+    else:
+        lazy_input = dd.from_pandas(pd.DataFrame(X), npartitions=75)
+
+    with dask_client.as_current(), warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Sending large graph")
+        lazy = ParallelPostFit(estimator).predict(lazy_input)
+        out = lazy.compute()
+
+    assert lazy.npartitions == 75
+    np.testing.assert_array_equal(np.asarray(out), estimator.predict(X))
+
+
+def test_lazy_frame_on_cluster_keeps_index(dask_client):  # noqa: F811
+    X, y = _iris()
+    df = pd.DataFrame(X, columns=list("abcd"), index=np.arange(0, 1500, 10))
+    estimator = LogisticRegression(max_iter=1000).fit(df, y)
+    ddf = dd.from_pandas(df, npartitions=4)
+
+    with dask_client.as_current():
+        lazy = ParallelPostFit(estimator).predict_proba(ddf)
+        out = lazy.compute()
+
+    assert lazy.divisions == ddf.divisions
+    assert out.index.equals(df.index)
+    assert list(out.columns) == [0, 1, 2]
+    np.testing.assert_allclose(out.to_numpy(), estimator.predict_proba(df), rtol=RTOL)
+
+
+def test_killed_worker_never_gives_partial_output(dask_client, tmp_path):  # noqa: F811
+    X, y = _iris()
+    estimator = GatedLogisticRegression(max_iter=1000).fit(X, y)
+    estimator.gate_dir = str(tmp_path)
+    wrapper = ParallelPostFit(
+        estimator, backend="dask", backend_options={"client": dask_client}, block_size=15
+    )
+    outcome = {}
+
+    def run():
+        try:
+            outcome["output"] = wrapper.predict(X)
+        except Exception as exc:  # the outcome is checked below
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not started_pids(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victims = started_pids(tmp_path)
+    assert victims, "no block started within 60 s"
+    os.kill(victims[0], signal.SIGKILL)
+    (tmp_path / "release").touch()
+    runner.join(timeout=120)
+
+    assert not runner.is_alive()
+    if "error" in outcome:
+        error = outcome["error"]
+        assert isinstance(error, WorkerCrashedError)
+        assert "block" in str(error)
+    else:
+        np.testing.assert_array_equal(outcome["output"], estimator.predict(X))
+    dask_client.wait_for_workers(N_WORKERS, timeout=60)

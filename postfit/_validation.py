@@ -72,6 +72,13 @@ def _check_names(estimator, X, fitted_names):
     return X
 
 
+def _is_other_array_like(X):
+    known = (np.ndarray, pd.DataFrame, pd.Series, list, tuple)
+    if isinstance(X, known) or sp.issparse(X) or is_arrow_table(X) or is_polars(X):
+        return False
+    return hasattr(X, "__array__") and not hasattr(X, "shape")
+
+
 def check_input_features(estimator, X):
     """Check X against the estimator's fitted features, once, before any block runs.
 
@@ -84,6 +91,10 @@ def check_input_features(estimator, X):
         names: the kernel then restores the names on each block, after one
         warning here, as scikit-learn itself gives one warning per call.
     """
+    if _is_other_array_like(X):
+        # Objects that only implement ``__array__`` are converted as
+        # scikit-learn's check_array converts them, so that they can be sliced.
+        X = np.asarray(X)
     if isinstance(X, np.ndarray) and X.ndim > 2:
         raise ValueError(
             f"X has {X.ndim} dimensions (shape {X.shape}), but estimators take 2-D input "
@@ -102,8 +113,8 @@ def check_input_features(estimator, X):
         if fitted_names is not None:
             detail = f" (columns {_describe_names(list(fitted_names))})"
         raise ValueError(
-            f"X has {width} features, but {owner} was fitted with {expected}{detail}. "
-            "Pass the same features used in fit."
+            f"X has {width} features, but {owner} is expecting {expected} features as "
+            f"input{detail}. Pass the same features used in fit."
         )
 
     restore_names = False

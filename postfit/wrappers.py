@@ -50,6 +50,13 @@ def _estimator_has(attr):
     return check
 
 
+def _score_available(self):
+    """Check for ``available_if``: score needs ``scoring`` or the estimator's own score."""
+    if self.scoring is None:
+        self._inner_estimator().score  # noqa: B018 - raises AttributeError when missing
+    return True
+
+
 def _output_options(output, overwrite, resume, keep_columns):
     """Return the file-output options that differ from their defaults, for ``route_input``."""
     options = {"output": output, "overwrite": overwrite, "resume": resume}
@@ -204,6 +211,33 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         estimator.fit(X, y, **fit_params)
         self.estimator_ = estimator
         return self
+
+    @available_if(_estimator_has("fit_transform"))
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit a clone of the estimator and return its ``fit_transform`` of X.
+
+        The estimator's own ``fit_transform`` runs once on all of X, as in
+        :meth:`fit`, because some estimators compute the training output
+        while fitting and ``fit(X).transform(X)`` would differ from it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), default=None
+        **fit_params : dict
+            Passed to ``estimator.fit_transform``.
+
+        Returns
+        -------
+        X_new : ndarray, sparse matrix or frame
+        """
+        self._check_estimator_given()
+        self._check_options()
+        X, y = materialize(X), materialize(y)
+        estimator = clone(self.estimator)
+        X_new = estimator.fit_transform(X, y, **fit_params)
+        self.estimator_ = estimator
+        return X_new
 
     @available_if(_estimator_has("partial_fit"))
     def partial_fit(self, X, y=None, **fit_params):
@@ -582,6 +616,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             self.estimator_.set_output(transform=transform)
         return self
 
+    @available_if(_score_available)
     def score(self, X, y=None, sample_weight=None, *, execute=None, compute=True):
         """Score the fitted estimator on X and y with ``scoring``.
 

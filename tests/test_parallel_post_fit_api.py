@@ -240,3 +240,34 @@ def test_pickle_round_trip(classification):
     restored = pickle.loads(pickle.dumps(wrapper))
     np.testing.assert_array_equal(restored.predict(X), wrapper.predict(X))
     assert copy.deepcopy(wrapper).block_size == 20
+
+
+def test_score_exists_only_with_a_metric():
+    assert not hasattr(ParallelPostFit(StandardScaler()), "score")
+    assert hasattr(ParallelPostFit(StandardScaler(), scoring="r2"), "score")
+    assert hasattr(ParallelPostFit(LogisticRegression()), "score")
+
+
+def test_fit_transform_matches_estimator(classification):
+    X, _ = classification
+    wrapper = ParallelPostFit(StandardScaler(), block_size=9)
+    np.testing.assert_allclose(
+        wrapper.fit_transform(X), StandardScaler().fit_transform(X), rtol=1e-12
+    )
+    check_is_fitted(wrapper)
+    assert not hasattr(ParallelPostFit(LogisticRegression()), "fit_transform")
+
+
+def test_array_like_input_converted(classification):
+    X, y = classification
+
+    class ArrayLike:
+        def __init__(self, values):
+            self.values = values
+
+        def __array__(self, dtype=None, copy=None):
+            return self.values
+
+    estimator = LogisticRegression().fit(X, y)
+    wrapper = ParallelPostFit(estimator, backend="threading", block_size=25)
+    np.testing.assert_array_equal(wrapper.predict(ArrayLike(X)), estimator.predict(X))

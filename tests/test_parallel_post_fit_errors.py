@@ -50,7 +50,7 @@ def test_wrong_feature_count(fitted_on_frame, frame, kind, no_work):
     X = {"numpy": X, "list": X.tolist(), "csr": sp.csr_matrix(X)}[kind]
     wrapper = ParallelPostFit(fitted_on_frame, backend="threading")
     with pytest.raises(
-        ValueError, match="X has 4 features, but LogisticRegression was fitted with 5"
+        ValueError, match="X has 4 features, but LogisticRegression is expecting 5 features as input"
     ):
         wrapper.predict(X)
 

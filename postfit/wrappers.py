@@ -147,7 +147,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
     >>> from sklearn.linear_model import LogisticRegression
     >>> fitted = LogisticRegression().fit(X, y)
     >>> ParallelPostFit(fitted, block_size=100).predict(X[:5])
-    array([0, 0, 1, 1, 0])
+    array([1, 1, 0, 0, 1])
     """
 
     def __init__(

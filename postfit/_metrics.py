@@ -192,14 +192,16 @@ def build_spec(name, scorer, estimator, y_ndim, use_weight):
         use_weight=use_weight,
     )
     if is_classifier(estimator) and not is_regressor(estimator):
-        spec.classes = np.asarray(estimator.classes_)
+        # classes_ is a list of arrays for multilabel and multi-output
+        # classifiers; it is passed on as scikit-learn reads it.
+        spec.classes = estimator.classes_
         spec.target_type = type_of_target(spec.classes)
         spec.pos_label = scorer._get_pos_label()
         if spec.target_type == "binary":
-            if spec.pos_label is not None and spec.pos_label not in spec.classes.tolist():
+            if spec.pos_label is not None and spec.pos_label not in list(spec.classes):
                 raise ValueError(
                     f"Scorer {name!r} has pos_label={spec.pos_label!r}, which is not one "
-                    f"of the estimator's classes {spec.classes.tolist()}. Pass one of them "
+                    f"of the estimator's classes {list(spec.classes)}. Pass one of them "
                     "to make_scorer(..., pos_label=...)."
                 )
             if spec.pos_label is None:
@@ -238,7 +240,7 @@ def _choose_kind(spec, y_ndim):
     if func in _MEAN_FUNCTIONS:
         spec.mean_func, spec.root = _MEAN_FUNCTIONS[func]
         if func in _LABELLED_MEAN_FUNCTIONS and not labels_given:
-            if spec.classes is None:
+            if spec.classes is None or y_ndim != 1:
                 return
             spec.block_kwargs["labels"] = spec.classes
         if accepts(spec.mean_func, "multioutput"):
@@ -431,10 +433,11 @@ def _check_labels_cover_classes(spec, labels):
     """
     if len(labels) == len(spec.classes) and len(labels) > 1:
         return
-    missing = [c for c in spec.classes.tolist() if c not in set(labels.tolist())]
+    classes = np.asarray(spec.classes).tolist()
+    missing = [c for c in classes if c not in set(labels.tolist())]
     raise ValueError(
         f"Scorer {spec.name!r}: y contains the labels {labels.tolist()}, but the "
-        f"estimator scores the classes {spec.classes.tolist()} (missing from y: {missing}). "
+        f"estimator scores the classes {classes} (missing from y: {missing}). "
         f"{spec.score_func.__name__} needs every class in y_true; pass the classes "
         f"explicitly with make_scorer({spec.score_func.__name__}, labels=...)."
     )

@@ -64,13 +64,25 @@ def _read_meta(fs, path):
     return _FileMeta(path, parquet.schema_arrow, rows, sizes)
 
 
+def _comparable(kind):
+    # pandas 3 writes large_string where pyarrow writes string; a block is
+    # cast to the first file's types, which is lossless between the two.
+    if kind is None:
+        return None
+    if pa.types.is_large_string(kind):
+        return pa.string()
+    if pa.types.is_large_binary(kind):
+        return pa.binary()
+    return kind
+
+
 def _schema_difference(first: pa.Schema, other: pa.Schema, columns) -> str:
     names = columns if columns is not None else list(dict.fromkeys(first.names + other.names))
     parts = []
     for name in names:
         a = first.field(name).type if name in first.names else None
         b = other.field(name).type if name in other.names else None
-        if a != b:
+        if _comparable(a) != _comparable(b):
             parts.append(f"{name}: {a or 'missing'} vs {b or 'missing'}")
     return "; ".join(parts)
 

@@ -161,7 +161,8 @@ class _MemoryInput:
                     f"keep_columns needs a pandas DataFrame input, got {type(X).__name__}."
                 )
             _check_keep(keep, [str(c) for c in X.columns], "the input frame")
-            fitted = set(str(n) for n in getattr(estimator, "feature_names_in_", []) or [])
+            names = getattr(estimator, "feature_names_in_", None)
+            fitted = set() if names is None else {str(n) for n in names}
             self.features = [c for c in X.columns if c not in keep or c in fitted]
             _, self.restore_names = check_input_features(estimator, X[self.features])
         else:

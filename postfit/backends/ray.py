@@ -1,0 +1,603 @@
+"""The Ray backend, and the route for ``ray.data.Dataset`` inputs.
+
+postfit never starts Ray: both entry points need a session that the user
+opened with ``ray.init()`` (local, or joined to a cluster), and raise when
+there is none. Ray itself would start a local instance on the first
+``ray.put``, which opens ports the user did not ask for.
+
+The backend pickles the model once per run and puts the bytes in the object
+store once. Each task receives a small :class:`RayModelRef`, which the kernel
+resolves through its per-process cache (``postfit._kernel.resolve_model``), so
+a Ray worker process deserialises the model on its first block only. A plain
+``ray.get`` of the estimator in every task would deserialise it for every
+block. NumPy inputs are put in the object store once and each task reads its
+rows from there without a copy; other inputs travel as one slice per task.
+Loaders of file sources and file sinks are plain picklable objects, so the
+worker reads its rows and writes its output itself.
+
+A Ray Dataset input gets a lazy Dataset back: ``map_batches`` with a
+function that resolves the same model reference through the same cache. Ray
+tasks rather than an actor pool run it: the pooled worker processes keep the
+model and their imports between runs, where each run would start new actor
+processes, and Ray Data can fuse the scoring with the tasks that read the
+input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import ray
+import ray.data
+import scipy.sparse as sp
+
+from .._blocks import EmptyOutput, OutputCollector, n_rows, output_rows
+from .._errors import add_note, attach_block
+from .._kernel import ModelRef, call_method, limit_threads, resolve_model
+from .._meta import meta_from_attributes
+from ..exceptions import BlockError, WorkerCrashedError
+from ._base import Backend, InputSlicer, effective_n_workers
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ObjectStoreRows", "RayBackend", "RayModelRef", "run_ray_dataset"]
+
+#: A NumPy input is put in the object store whole when it takes at most this
+#: share of the store's free memory; a larger one is sent one block per task,
+#: so that it never forces the store to spill to disk.
+MAX_STORE_SHARE = 0.5
+
+#: Ray errors that mean a worker process, its node or a stored object was
+#: lost, rather than that the estimator raised. Ray has already retried the
+#: task ``max_retries`` times when one of them reaches the driver.
+_LOST_WORKER_ERRORS = tuple(
+    getattr(ray.exceptions, name)
+    for name in (
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "OutOfMemoryError",
+        "ObjectLostError",
+        "LocalRayletDiedError",
+        "ActorDiedError",
+    )
+    if hasattr(ray.exceptions, name)
+)
+
+
+def require_ray_session() -> None:
+    """Raise RuntimeError unless ``ray.init()`` has run in this process."""
+    if not ray.is_initialized():
+        raise RuntimeError(
+            "backend='ray' and Ray Dataset inputs need a running Ray session, but "
+            "ray.init() has not been called in this process. Call ray.init() for a "
+            "local Ray, or ray.init(address=...) to join a cluster, before scoring; "
+            "postfit does not start Ray itself."
+        )
+
+
+@dataclass(frozen=True)
+class RayModelRef(ModelRef):
+    """A pickled model held in the Ray object store; ``path`` is its object id.
+
+    The kernel's per-process cache keys on ``token``, a hash of the pickled
+    bytes, so a worker that already holds the same model skips the load.
+    """
+
+    handle: Any = field(default=None, repr=False, compare=False)
+
+    def load(self):
+        # The bytes come back as a read-only view of shared memory, so only
+        # the unpickling itself copies.
+        return cloudpickle.loads(ray.get(self.handle))
+
+
+def put_model(estimator) -> RayModelRef:
+    """Put the pickled estimator in the object store once and return a reference to it.
+
+    The object lives as long as a reference to it does: the run's tasks, or
+    the plan of a Dataset returned to the user.
+    """
+    payload = cloudpickle.dumps(estimator, protocol=5)
+    token = hashlib.blake2b(payload, digest_size=16).hexdigest()
+    handle = ray.put(np.frombuffer(payload, dtype=np.uint8))
+    del payload
+    logger.debug("model put in the Ray object store as %s (token %s)", handle.hex(), token)
+    return RayModelRef(path=handle.hex(), token=token, handle=handle)
+
+
+class ObjectStoreRows:
+    """Rows ``start:stop`` of an array stored once in the Ray object store.
+
+    ``ray.get`` maps a stored NumPy array read-only without copying it, so
+    loading a block costs only the slice.
+    """
+
+    def __init__(self, handle, start, stop):
+        self.handle = handle
+        self.start = start
+        self.stop = stop
+
+    def load(self):
+        return ray.get(self.handle)[self.start : self.stop]
+
+
+class _ObjectStoreSlicer(InputSlicer):
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __call__(self, start, stop):
+        return ObjectStoreRows(self.handle, start, stop)
+
+
+def _cluster_cpus() -> tuple[int, int]:
+    """Return the CPU count of the whole Ray cluster and of its largest node."""
+    total = int(ray.cluster_resources().get("CPU", 0))
+    largest = max(
+        (int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")),
+        default=0,
+    )
+    return total, largest
+
+
+def cpus_per_worker(n_workers: int) -> int:
+    """Return how many CPUs each of ``n_workers`` tasks or actors reserves.
+
+    Workers × CPUs per worker stays within the cluster's CPUs, and one worker
+    never asks for more CPUs than its largest node has: Ray would wait
+    forever for a node that can place it.
+    """
+    total, largest = _cluster_cpus()
+    if total < 1 or largest < 1:
+        raise RuntimeError(
+            f"The Ray cluster has no CPUs to run tasks on (cluster resources: "
+            f"{ray.cluster_resources()}). Start Ray with num_cpus of at least 1."
+        )
+    return max(1, min(largest, total // max(1, n_workers)))
+
+
+def _raise_task_error(exc, block_text):
+    """Raise the estimator's own exception from a failed task, or a WorkerCrashedError."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause
+        if isinstance(cause, Exception) and not isinstance(cause, ray.exceptions.RayError):
+            # The remote traceback stays reachable as __cause__.
+            raise cause from exc
+        raise exc
+    if isinstance(exc, _LOST_WORKER_ERRORS):
+        raise WorkerCrashedError(
+            f"A Ray worker died while scoring {block_text} ({type(exc).__name__}), "
+            "after Ray's own retries. Nothing was returned or marked complete. A worker "
+            "that dies is often out of memory: lower memory_budget or block_size, or use "
+            "fewer workers."
+        ) from exc
+    raise exc
+
+
+def _run_task(func, block):
+    return func(block)
+
+
+# Defined once: each new remote function is exported to the cluster again.
+_REMOTE_RUN_TASK = ray.remote(_run_task)
+
+
+class RayBackend(Backend):
+    """Score blocks as Ray tasks on the session the user opened with ``ray.init()``.
+
+    Parameters
+    ----------
+    n_workers : int, default=1
+        Tasks that run at once; each reserves ``cluster CPUs // n_workers``
+        CPUs (at least one), which is also its BLAS and OpenMP thread limit.
+    max_retries : int, default=3
+        How many times Ray reruns a task whose worker process died. Errors
+        raised by the estimator are never retried.
+    """
+
+    name = "ray"
+    in_process = False
+
+    def __init__(self, n_workers=1, *, max_retries=3, **options):
+        require_ray_session()
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
+            raise ValueError(
+                f"max_retries must be an int >= 0, or -1 to retry forever, got {max_retries!r}."
+            )
+        super().__init__(n_workers, **options)
+        self.max_retries = max_retries
+        self.cpus_per_task = cpus_per_worker(n_workers)
+        self._remote = _REMOTE_RUN_TASK.options(
+            num_cpus=self.cpus_per_task, max_retries=max_retries
+        )
+
+    def ship_model(self, estimator):
+        return contextlib.nullcontext(put_model(estimator))
+
+    @contextlib.contextmanager
+    def ship_input(self, X):
+        if not _fits_object_store(X):
+            yield InputSlicer(X)
+            return
+        handle = ray.put(X)
+        logger.debug("input of %d bytes put in the Ray object store once", X.nbytes)
+        yield _ObjectStoreSlicer(handle)
+
+    def inner_threads(self, n_cores):
+        return self.cpus_per_task
+
+    def imap_unordered(self, func, blocks, max_in_flight):
+        # The function is put once: every task would otherwise carry its own
+        # pickled copy, kwargs and sink included.
+        func_handle = ray.put(func)
+        pending = {}
+        blocks = iter(blocks)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < max_in_flight:
+                    block = next(blocks, None)
+                    if block is None:
+                        exhausted = True
+                        break
+                    pending[self._remote.remote(func_handle, block)] = block
+                if not pending:
+                    return
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    block = pending.pop(ref)
+                    yield block, self._result(ref, block)
+        except BaseException as exc:
+            # On KeyboardInterrupt the running tasks are killed at once;
+            # after an estimator error they stop at their next Python line.
+            force = not isinstance(exc, Exception)
+            for ref in pending:
+                ray.cancel(ref, force=force)
+            raise
+
+    @staticmethod
+    def _result(ref, block):
+        with attach_block(block):
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                _raise_task_error(exc, block.describe())
+
+
+def _fits_object_store(X) -> bool:
+    """Return True for a NumPy array that is cheaper to put once than to send per block."""
+    if not isinstance(X, np.ndarray) or X.dtype.hasobject or X.ndim == 0:
+        return False
+    if isinstance(X, np.memmap):
+        # Putting a memory-mapped file would read all of it into memory.
+        return False
+    free = ray.available_resources().get("object_store_memory", 0)
+    return X.nbytes <= MAX_STORE_SHARE * free
+
+
+# Ray Dataset inputs ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScorerArgs:
+    """What :func:`score_batch` does with each batch of a Ray Dataset."""
+
+    method: str
+    kwargs: dict
+    #: Columns to score, by name; None scores every column in order.
+    feature_names: list | None
+    #: ``n_features_in_`` of the estimator, or None when it has none.
+    n_features: int | None
+    #: Input columns copied before the output columns.
+    keep_columns: list
+    #: True returns each batch's output pickled, as one row.
+    pickled_output: bool
+    inner_threads: int | None
+
+
+def score_batch(batch, model_ref, args: ScorerArgs):
+    """Score one batch of a Ray Dataset; the ``map_batches`` function.
+
+    The model is resolved through the kernel's per-process cache, so each
+    Ray worker process deserialises it once, and the pooled workers stay warm
+    between runs. With ``pickled_output`` the batch becomes one row holding
+    its pickled output, which the driver assembles into exactly the type the
+    estimator returns (sparse matrices and frames included). Otherwise it
+    becomes the columns named by :func:`output_columns`.
+    """
+    estimator = resolve_model(model_ref)
+    rows = _batch_rows(batch, args)
+    n = n_rows(rows)
+    out = EmptyOutput() if n == 0 else _score_rows(estimator, rows, n, args)
+    if args.pickled_output:
+        return {"output": np.array([pickle.dumps(out, protocol=5)], dtype=object)}
+    if isinstance(out, EmptyOutput):
+        meta = meta_from_attributes(estimator, args.method)
+        # NOTE: without a meta from fitted attributes (regressors,
+        # transformers) an empty batch returns no output columns; Ray Data
+        # takes the schema from the batches that have rows, so only an
+        # all-empty Dataset ends up without output columns.
+        columns = {} if meta is None else output_columns(estimator, args.method, meta)
+    else:
+        columns = output_columns(estimator, args.method, out)
+    return _with_kept_columns(batch, columns, args)
+
+
+def _batch_rows(batch, args):
+    """Return the rows of a batch as the estimator was fitted on them."""
+    if args.feature_names is not None:
+        return batch[args.feature_names]
+    arrays = [values for name, values in batch.items() if name not in args.keep_columns]
+    if len(arrays) == 1:
+        values = arrays[0]
+        if values.ndim == 1 and args.n_features == 1:
+            return values.reshape(-1, 1)
+        # A tensor column is already 2-D; a 1-D column of an estimator with
+        # no n_features_in_ (a text pipeline) stays 1-D.
+        return values
+    return np.column_stack(arrays)
+
+
+def _score_rows(estimator, rows, n, args):
+    try:
+        with limit_threads(args.inner_threads):
+            out = call_method(estimator, args.method, rows, args.kwargs)
+    except Exception as exc:
+        add_note(exc, f"postfit: raised while scoring a batch of {n} rows of a Ray Dataset")
+        raise
+    returned = output_rows(out)
+    if returned != n:
+        raise BlockError(
+            f"{type(estimator).__name__}.{args.method} returned {returned} rows for a "
+            f"batch of {n} rows of a Ray Dataset. postfit needs a row-wise method: one "
+            "output row per input row."
+        )
+    return out
+
+
+def _with_kept_columns(batch, columns, args):
+    if not args.keep_columns:
+        return columns
+    clashes = sorted(set(args.keep_columns) & set(columns))
+    if clashes:
+        raise ValueError(
+            f"keep_columns {clashes} have the names of output columns of {args.method}. "
+            "Rename those input columns first."
+        )
+    kept = {name: np.asarray(batch[name]) for name in args.keep_columns}
+    return {**kept, **columns}
+
+
+def output_columns(estimator, method, out) -> dict:
+    """Return a method's output as named columns for a Ray Dataset.
+
+    A 1-D output is one column named after the method. The columns of a 2-D
+    output are named after ``classes_`` for probabilities and decision
+    functions, after ``get_feature_names_out()`` for ``transform``, and
+    ``<method>_<j>`` otherwise. Frames keep their own column names.
+    """
+    if isinstance(out, pd.DataFrame):
+        return {str(name): out[name].to_numpy() for name in out.columns}
+    if isinstance(out, pd.Series):
+        return {method: out.to_numpy()}
+    if sp.issparse(out) or isinstance(out, list):
+        kind = "a sparse matrix" if sp.issparse(out) else "a list of arrays, one per output"
+        raise TypeError(
+            f"{type(estimator).__name__}.{method} returns {kind}, which a Ray Dataset "
+            "column cannot hold. Pass execute=True to get the output in memory, or make "
+            "the estimator return a dense array (for example sparse_output=False)."
+        )
+    array = np.asarray(out)
+    if array.ndim == 1:
+        return {method: array}
+    if array.ndim != 2:
+        raise TypeError(
+            f"{type(estimator).__name__}.{method} returned an array of shape {array.shape}; "
+            "a Ray Dataset output needs one or two dimensions. Pass execute=True instead."
+        )
+    names = _output_names(estimator, method, array.shape[1])
+    return {name: array[:, j] for j, name in enumerate(names)}
+
+
+def _output_names(estimator, method, width):
+    names = None
+    classes = getattr(estimator, "classes_", None)
+    per_class = method in ("predict_proba", "predict_log_proba", "decision_function")
+    if per_class and isinstance(classes, np.ndarray) and classes.ndim == 1:
+        names = [str(c) for c in classes]
+    elif method == "transform" and hasattr(estimator, "get_feature_names_out"):
+        try:
+            names = [str(c) for c in estimator.get_feature_names_out()]
+        except (AttributeError, ValueError, TypeError):
+            names = None
+    if names is None or len(names) != width or len(set(names)) != width:
+        names = [f"{method}_{j}" for j in range(width)]
+    return names
+
+
+def _dataset_feature_columns(estimator, X, keep_columns):
+    """Return the columns to score (None: all but the kept ones), checked against the fit."""
+    schema = X.schema()
+    columns = None if schema is None else [str(c) for c in schema.names]
+    owner = type(estimator).__name__
+    missing_kept = [] if columns is None else [c for c in keep_columns if c not in columns]
+    if missing_kept:
+        raise ValueError(
+            f"keep_columns {missing_kept} not found in the Ray Dataset, which has columns "
+            f"{columns[:8]}. Pass names of existing columns."
+        )
+    if columns is not None:
+        columns = [c for c in columns if c not in keep_columns]
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is not None:
+        fitted = [str(c) for c in fitted]
+        missing = [] if columns is None else [c for c in fitted if c not in columns]
+        if missing:
+            raise ValueError(
+                f"The Ray Dataset is missing {len(missing)} column(s) that {owner} was "
+                f"fitted with: {missing[:8]}. Its columns are {columns[:8]}. Select or "
+                "rename columns so that the fitted names are present."
+            )
+        return fitted
+    n_features = getattr(estimator, "n_features_in_", None)
+    if columns is not None and n_features is not None and len(columns) not in (1, n_features):
+        raise ValueError(
+            f"The Ray Dataset has {len(columns)} columns ({columns[:8]}), but {owner} was "
+            f"fitted with {n_features} features and no feature names, so every column is "
+            f"scored in order. Select the {n_features} feature columns first, for "
+            "example with ds.select_columns([...])."
+        )
+    return None
+
+
+def _ordered_copy(X):
+    """Return X with a private DataContext that keeps rows in input order.
+
+    The copy also lets the estimator's own exceptions through.
+
+    Datasets derived from one another share one DataContext object, so
+    setting ``preserve_order`` on X's own context would change the user's
+    other pipelines too.
+    """
+    # NOTE: Dataset.copy(_deep_copy=True) is the only way in Ray 2.60 to give
+    # a Dataset its own DataContext; it is public but not documented.
+    ordered = ray.data.Dataset.copy(X, _deep_copy=True)
+    ordered.context.execution_options.preserve_order = True
+    # Without this, Ray Data replaces the estimator's exception with a
+    # UserCodeException that does not carry the original type.
+    ordered.context.raise_original_map_exception = True
+    return ordered
+
+
+def run_ray_dataset(
+    wrapper,
+    estimator,
+    method,
+    X,
+    options,
+    kwargs,
+    *,
+    execute=None,
+    output=None,
+    overwrite=False,
+    resume=False,
+    keep_columns=None,
+):
+    """Run ``method`` on a ``ray.data.Dataset``: a lazy Dataset out, or the output in memory.
+
+    Parameters
+    ----------
+    wrapper : ParallelPostFit
+        The calling wrapper, for a user meta of the method.
+    estimator : fitted estimator
+    method : str
+        Name of the post-fit method.
+    X : ray.data.Dataset
+        The rows to score. With fitted feature names, those columns are
+        scored (others are ignored); without, every column is, in order, and
+        a single tensor column is one row of features per row.
+    options : RunOptions
+        ``n_jobs`` caps the actors (``-1``: the cores of this machine) and
+        an integer ``block_size`` sets the rows per batch.
+    kwargs : dict
+        Keyword arguments of the method.
+    execute : bool, default=None
+        True returns the output in memory, of exactly the type the estimator
+        returns; False or None returns a lazy Dataset of output columns.
+    output, overwrite, resume : None
+        Not supported for Dataset inputs: write the returned Dataset with
+        its own writers, such as ``write_parquet``.
+    keep_columns : list of str, optional
+        Input columns (such as ids) put before the output columns. With
+        ``execute=True`` the result is then a pandas DataFrame of them all.
+
+    Returns
+    -------
+    ray.data.Dataset or in-memory output
+        Rows in input order.
+    """
+    from ..io._source import check_column_list
+
+    require_ray_session()
+    if output is not None or overwrite or resume:
+        raise ValueError(
+            f"output={output!r} (with overwrite= and resume=) is not supported for a Ray "
+            "Dataset input. Call the method without them and write the returned Dataset, "
+            "for example with ds.write_parquet(path)."
+        )
+    keep = check_column_list(keep_columns, "keep_columns") or []
+    feature_names = _dataset_feature_columns(estimator, X, keep)
+    n_workers = effective_n_workers(options.n_jobs)
+    cpus = cpus_per_worker(n_workers)
+    batch_size = options.block_size if isinstance(options.block_size, int) else "auto"
+    pickled_output = execute is True and not keep
+    scorer_args = ScorerArgs(
+        method=method,
+        kwargs=kwargs or {},
+        feature_names=feature_names,
+        n_features=getattr(estimator, "n_features_in_", None),
+        keep_columns=keep,
+        pickled_output=pickled_output,
+        inner_threads=cpus,
+    )
+    scored = _ordered_copy(X).map_batches(
+        score_batch,
+        fn_kwargs={"model_ref": put_model(estimator), "args": scorer_args},
+        batch_format="pandas" if feature_names is not None else "numpy",
+        batch_size=batch_size,
+        zero_copy_batch=True,
+        compute=ray.data.TaskPoolStrategy(size=n_workers),
+        num_cpus=cpus,
+    )
+    if execute is not True:
+        return scored
+    if not pickled_output:
+        return _run_dataset(lambda: _to_frame(scored))
+    return _collect(scored, wrapper._meta_for(method) or meta_from_attributes(estimator, method))
+
+
+def _collect(scored, meta):
+    """Assemble the pickled batch outputs of ``scored`` in order."""
+    collector = OutputCollector(None, None, meta)
+
+    def add_all():
+        for position, row in enumerate(scored.iter_rows()):
+            collector.add(position, None, None, pickle.loads(row["output"]))
+
+    _run_dataset(add_all)
+    return collector.result()
+
+
+def _to_frame(scored):
+    """Return ``scored`` as one pandas DataFrame with a RangeIndex."""
+    parts = list(scored.iter_batches(batch_format="pandas", batch_size=None))
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True)
+
+
+def _run_dataset(execute):
+    """Call ``execute``, raising the estimator's own exception when a batch failed."""
+    try:
+        return execute()
+    except ray.exceptions.RayError as exc:
+        _raise_task_error(_user_error(exc), "a batch of a Ray Dataset")
+
+
+def _user_error(exc):
+    """Return the RayTaskError that carries the estimator's exception, when there is one."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, ray.exceptions.RayTaskError) and not isinstance(
+            seen.cause, ray.exceptions.RayError
+        ):
+            return seen
+        seen = seen.__cause__ or getattr(seen, "cause", None)
+    return exc

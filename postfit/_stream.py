@@ -384,6 +384,8 @@ class BlockStream:
                 f"{name} is a file source. Pass it as a column of X instead, for example "
                 f"y='target' with X read from the same files."
             )
+        if hasattr(value, "__array__") and not hasattr(value, "shape"):
+            value = np.asarray(value)
         total = self.total_rows()
         length = n_rows(value) if not isinstance(value, (list, tuple)) else len(value)
         if length != total:

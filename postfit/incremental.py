@@ -22,16 +22,18 @@ from types import MethodType
 
 import numpy as np
 from sklearn.base import clone, is_classifier
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, get_tags
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.validation import assert_all_finite
 
 from . import _plan
-from ._blocks import n_rows
+from ._blocks import n_rows, normalize_input
 from ._errors import add_note
 from ._inputs import is_dask_collection, is_source
 from ._stream import BlockStream, take_positions
 from .exceptions import PostfitWarning
-from .wrappers import ParallelPostFit, _is_fitted
+from .wrappers import ParallelPostFit, _estimator_has, _is_fitted
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +152,10 @@ class Incremental(ParallelPostFit):
     ----------
     estimator_ : estimator object
         The trained clone of ``estimator``.
-    n_epochs_ : int
-        Epochs run by the last :meth:`fit`.
+    n_iter_ : int
+        Epochs run by the last :meth:`fit`, as for scikit-learn estimators
+        with ``max_iter``. The inner estimator's own count, where it keeps
+        one, is ``estimator_.n_iter_``.
     epoch_scores_ : list of float
         Score on the validation data after each epoch of the last
         :meth:`fit`, empty when no validation data was given.
@@ -173,7 +177,7 @@ class Incremental(ParallelPostFit):
                 random_state=0)
     >>> clf.classes_
     array([0, 1])
-    >>> clf.n_epochs_
+    >>> clf.n_iter_
     5
     >>> clf.predict(X[:5]).shape
     (5,)
@@ -310,7 +314,7 @@ class Incremental(ParallelPostFit):
         previous = {k: self.__dict__[k] for k in _FIT_STATE if k in self.__dict__}
         self.estimator_ = estimator
         self.epoch_scores_ = []
-        self.n_epochs_ = 0
+        self.n_iter_ = 0
         try:
             self._train(stream, rng, options, self.max_iter, validation)
         except BaseException:
@@ -359,11 +363,37 @@ class Incremental(ParallelPostFit):
         stream = self._make_stream(X, y, fit_params, options)
         self._add_classes(estimator, stream, X, y)
 
+        created = "estimator_" not in self.__dict__
         self.estimator_ = estimator
-        self._train(stream, self._block_rng, options, 1, validation=None)
+        try:
+            self._train(stream, self._block_rng, options, 1, validation=None)
+        except BaseException:
+            if created:
+                # An estimator that failed its first block is not fitted.
+                del self.estimator_
+            raise
         return self
 
+    @available_if(_estimator_has("transform"))
+    def fit_transform(self, X, y=None, **fit_params):
+        """Train as :meth:`fit` does, then transform X block by block.
+
+        Parameters
+        ----------
+        X : array-like, frame, sparse matrix, Dask collection or file source
+        y : array-like, Dask collection, str or None, default=None
+        **fit_params : dict
+            Passed to :meth:`fit`.
+
+        Returns
+        -------
+        X_new : ndarray, sparse matrix, frame, or lazy collection
+        """
+        return self.fit(X, y, **fit_params).transform(X)
+
     def _make_stream(self, X, y, fit_params, options):
+        if not (is_dask_collection(X) or is_source(X)):
+            X = normalize_input(_as_array_like(X))
         block_size = options.block_size
         if block_size == "auto" and not is_dask_collection(X):
             block_size = _auto_block_size(X, options.memory_budget)
@@ -373,13 +403,13 @@ class Incremental(ParallelPostFit):
 
     def _add_classes(self, estimator, stream, X, y):
         """Find ``classes`` from y when the estimator needs it on its first call."""
+        if y is None and get_tags(estimator).target_tags.required:
+            raise ValueError(
+                f"{type(estimator).__name__} requires y to be passed, but the target y is "
+                "None. Pass y, or the name of the column of X that holds it."
+            )
         if "classes" in stream.whole_params or not _needs_classes(estimator):
             return
-        if y is None:
-            raise ValueError(
-                f"{type(estimator).__name__}.partial_fit needs classes on its first call, "
-                "but y is None. Pass y, and classes= if y cannot be read in advance."
-            )
         stream.whole_params["classes"] = _find_classes(X, y, stream)
         logger.debug("classes found from y: %s", stream.whole_params["classes"])
 
@@ -404,7 +434,7 @@ class Incremental(ParallelPostFit):
                 bar.set_postfix_str(f"epoch {epoch + 1}/{n_epochs}")
                 order = self._block_order(stream.n_blocks, rng)
                 rows = self._run_epoch(stream, order, rng, budget, bar)
-                self.n_epochs_ = getattr(self, "n_epochs_", 0) + 1
+                self.n_iter_ = self.__dict__.get("n_iter_", 0) + 1
                 if validation is None:
                     continue
                 score = float(self.score(validation[0], validation[1], validation[2]))
@@ -420,7 +450,7 @@ class Incremental(ParallelPostFit):
             type(self.estimator_).__name__,
             rows,
             stream.n_blocks,
-            self.n_epochs_,
+            self.n_iter_,
             elapsed,
         )
 
@@ -462,7 +492,7 @@ class Incremental(ParallelPostFit):
 
 
 #: Fitted attributes that :meth:`Incremental.fit` sets, restored when it fails.
-_FIT_STATE = ("estimator_", "epoch_scores_", "n_epochs_", "_block_rng")
+_FIT_STATE = ("estimator_", "epoch_scores_", "n_iter_", "_block_rng")
 
 
 class _EarlyStopping:
@@ -484,6 +514,13 @@ class _EarlyStopping:
         return self.enabled and self.epochs_without_improvement >= self.patience
 
 
+def _as_array_like(X):
+    """Return X, or ``np.asarray(X)`` for objects that only offer ``__array__``."""
+    if hasattr(X, "__array__") and not hasattr(X, "shape") and not isinstance(X, (list, tuple)):
+        return np.asarray(X)
+    return X
+
+
 def _is_positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
@@ -491,18 +528,26 @@ def _is_positive_int(value) -> bool:
 def _auto_block_size(X, memory_budget) -> int:
     """Return rows per block of an in-memory X or a file source.
 
-    Blocks fit the memory budget twice over (the block training and the one
-    read ahead), and there are at least four when the number of rows is known.
+    Two blocks (the one training and the one read ahead) fit the memory
+    budget, and no block is larger than ``_plan.MAX_BLOCK_BYTES``. Unlike
+    scoring, training gains nothing from more blocks than that, and a small
+    first block can be too small for the estimator (MiniBatchKMeans needs at
+    least ``n_clusters`` rows), so when the rows are known the blocks are
+    made nearly equal in size.
     """
     budget = _plan.parse_memory_budget(memory_budget)
     if is_source(X):
-        # A CSV source does not know its rows: no lower bound on the block count then.
-        rows = X.estimated_rows() or 2**62
+        rows = X.estimated_rows()
         row_nbytes = X.row_nbytes()
     else:
         rows = n_rows(X)
         row_nbytes = _plan.estimate_row_nbytes(X)
-    return _plan.choose_block_size(rows, row_nbytes, n_workers=1, memory_budget=budget)
+    # No lower bound on the number of blocks: it sets no limit below.
+    size = _plan.choose_block_size(2**62, row_nbytes, n_workers=1, memory_budget=budget)
+    if rows > 0:
+        n_blocks = -(-rows // size)
+        size = -(-rows // n_blocks)
+    return max(1, size)
 
 
 def _read_ahead(stream, order):
@@ -563,13 +608,21 @@ def _find_classes(X, y, stream):
     elif is_dask_collection(y):
         values = _dask_unique(y)
     else:
-        values = y
+        values = np.asarray(y)
+    if np.ndim(values) == 2 and np.shape(values)[1] == 1:
+        # scikit-learn classifiers ravel a one-column y, with a DataConversionWarning.
+        values = np.ravel(values)
     if np.ndim(values) != 1:
         raise ValueError(
             f"classes cannot be found from a y of shape {np.shape(values)}. "
             "Pass classes= to fit, with the labels of each output."
         )
-    return unique_labels(np.asarray(values))
+    values = np.asarray(values)
+    if values.dtype.kind in "fc":
+        # The estimator's own check of y comes later, in partial_fit: a y with NaN or
+        # infinity gets the same error here, before unique_labels casts it.
+        assert_all_finite(values, input_name="y")
+    return unique_labels(values)
 
 
 def _dask_unique(collection):

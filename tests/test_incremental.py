@@ -237,7 +237,7 @@ def test_fit_equals_hand_loop(name, kind, tmp_path):
 
     classes = np.arange(10) if name in CLASSIFIERS else None
     expected = hand_loop(estimator, blocks, supervised, classes)
-    assert model.n_epochs_ == 1
+    assert model.n_iter_ == 1
     assert_same_fit(model.estimator_, expected)
 
 
@@ -249,7 +249,7 @@ def test_several_epochs_equal_hand_loop(kind, tmp_path):
     model = Incremental(estimator, shuffle_blocks=False, block_size=BLOCK, max_iter=3).fit(X, y)
 
     expected = hand_loop(estimator, blocks * 3, True, np.arange(10))
-    assert model.n_epochs_ == 3
+    assert model.n_iter_ == 3
     assert_same_fit(model.estimator_, expected)
 
 
@@ -560,7 +560,7 @@ def test_classes_of_two_dimensional_y_must_be_given():
 
 def test_classifier_without_y_rejected():
     X, _ = digits()
-    with pytest.raises(ValueError, match="needs classes on its first call, but y is None"):
+    with pytest.raises(ValueError, match="SGDClassifier requires y to be passed"):
         Incremental(SGDClassifier(), block_size=BLOCK).fit(X)
 
 
@@ -586,15 +586,23 @@ def test_scalers_give_global_statistics(kind, tmp_path):
     np.testing.assert_array_equal(min_max.data_max_, X.max(axis=0))
 
 
-# The estimator's own score reads X whole, which postfit's scoring warns about.
-@pytest.mark.filterwarnings("ignore::postfit.exceptions.MaterializedScoringWarning")
 def test_scaler_transform_and_no_score():
     X, _ = digits()
     model = Incremental(StandardScaler(), block_size=25, random_state=0).fit(X)
     oracle = StandardScaler().fit(X)
     np.testing.assert_allclose(model.transform(X), oracle.transform(X), rtol=1e-12, atol=1e-12)
-    with pytest.raises(AttributeError, match="StandardScaler"):
+    assert not hasattr(model, "score")
+    with pytest.raises(AttributeError) as info:
         model.score(X)
+    assert "StandardScaler" in str(info.value.__cause__)
+
+
+def test_fit_transform_trains_incrementally():
+    X, _ = digits()
+    model = Incremental(StandardScaler(), shuffle_blocks=False, block_size=25)
+    X_new = model.fit_transform(X)
+    np.testing.assert_allclose(X_new, StandardScaler().fit_transform(X), rtol=1e-12, atol=1e-12)
+    assert model.n_iter_ == 1
 
 
 def test_birch_trains_and_predicts_without_scorer():
@@ -758,16 +766,28 @@ def test_next_block_read_while_current_trains():
 # Accuracy, early stopping and progress
 
 
-def test_shuffled_training_reaches_in_memory_accuracy(tmp_path):
-    X, y = load_digits(return_X_y=True)
-    train, test = slice(0, 1400), slice(1400, None)
-    estimator = SGDClassifier(random_state=0)
-    plain = clone(estimator).set_params(max_iter=10, tol=None).fit(X[train], y[train])
-    streamed = Incremental(estimator, max_iter=10, block_size=50, random_state=0)
-    streamed.fit(X[train], y[train])
+def test_parquet_training_reaches_in_memory_accuracy(tmp_path):
+    pytest.importorskip("postfit.io")
+    from postfit import read_parquet
 
-    plain_accuracy = plain.score(X[test], y[test])
-    assert streamed.score(X[test], y[test]) >= plain_accuracy - 0.03
+    X, y = load_digits(return_X_y=True, as_frame=True)
+    frame = X.copy()
+    frame["digit"] = y
+    frame.iloc[:1400].to_parquet(tmp_path / "train.parquet", row_group_size=100)
+    X_train, y_train, X_test, y_test = X.iloc[:1400], y.iloc[:1400], X.iloc[1400:], y.iloc[1400:]
+    estimator = SGDClassifier(random_state=0)
+    options = dict(max_iter=10, block_size=100, random_state=0, shuffle_rows=True)
+
+    from_files = Incremental(estimator, **options).fit(read_parquet(tmp_path), "digit")
+    in_memory = Incremental(estimator, **options).fit(X_train, y_train)
+    plain = clone(estimator).set_params(max_iter=10, tol=None).fit(X_train, y_train)
+
+    accuracy = from_files.score(X_test, y_test)
+    assert accuracy == in_memory.score(X_test, y_test)
+    np.testing.assert_array_equal(from_files.coef_, in_memory.coef_)
+    # SGD on unscaled pixels moves by a few points with the row order: seeds 0
+    # to 2 gave 0.86 to 0.89 streamed, against 0.89 to 0.90 for plain fit.
+    assert accuracy >= plain.score(X_test, y_test) - 0.05
 
 
 class ScriptedScore(BaseEstimator):
@@ -799,7 +819,7 @@ def test_early_stopping_after_patience():
         random_state=0,
     )
     model.fit(X, y, X_val=X, y_val=y)
-    assert model.n_epochs_ == 4
+    assert model.n_iter_ == 4
     assert model.epoch_scores_ == [0.5, 0.6, 0.605, 0.6]
     assert model.estimator_.calls_ == 16
 
@@ -810,7 +830,7 @@ def test_validation_scores_recorded_without_stopping():
     scores = [0.5, 0.4, 0.3, 0.2]
     model = Incremental(ScriptedScore(scores, n_blocks=4), block_size=10, max_iter=4)
     model.fit(X, y, X_val=X, y_val=y)
-    assert model.n_epochs_ == 4
+    assert model.n_iter_ == 4
     assert model.epoch_scores_ == scores
 
 
@@ -827,8 +847,8 @@ def test_early_stopping_with_scorer_on_digits():
         random_state=0,
     )
     model.fit(X[:1200], y[:1200], X_val=X[1200:], y_val=y[1200:])
-    assert 3 <= model.n_epochs_ < 30
-    assert len(model.epoch_scores_) == model.n_epochs_
+    assert 3 <= model.n_iter_ < 30
+    assert len(model.epoch_scores_) == model.n_iter_
     assert model.epoch_scores_[-1] == model.score(X[1200:], y[1200:])
 
 

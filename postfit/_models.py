@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import zipfile
 
 from .exceptions import UntrustedModelError
+from .io._source import InvalidFileError
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,14 @@ def trusted_types(untrusted, trusted=None):
 def _load_skops(data, path, trusted):
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(data=data)
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except zipfile.BadZipFile as exc:
+        raise InvalidFileError(
+            f"{os.fspath(path)!r} is not a skops file: a skops file is a zip archive, and "
+            f"this one cannot be opened as one ({exc}). Pass the file that "
+            "postfit.save_model or skops.io.dump wrote."
+        ) from exc
     if trusted is True:
         return sio.loads(data, trusted=untrusted)
     accepted, rejected = trusted_types(untrusted, trusted if isinstance(trusted, list) else None)
@@ -102,6 +112,8 @@ def load_model(path, trusted=False):
         For a pickle without ``trusted=True``, or a skops file holding types
         outside scikit-learn, NumPy, SciPy and postfit that ``trusted`` does
         not name.
+    postfit.io.InvalidFileError
+        For a file that is neither a skops archive nor a readable pickle.
 
     Examples
     --------
@@ -131,7 +143,14 @@ def load_model(path, trusted=False):
     logger.info("loading trusted pickle %s", os.fspath(path))
     import io
 
-    return joblib.load(io.BytesIO(data))
+    try:
+        return joblib.load(io.BytesIO(data))
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError) as exc:
+        # Truncated or non-pickle bytes fail inside the unpickler with any of these.
+        raise InvalidFileError(
+            f"Cannot load {os.fspath(path)!r} as a pickle: {type(exc).__name__}: {exc}. "
+            "The file is damaged or is not a pickle."
+        ) from exc
 
 
 def save_model(model, path):

@@ -180,7 +180,13 @@ class CsvSource(Source):
             schema = pa.schema([(n, pa.float64()) for n in names])
             return schema, 1, 100
         types = {n: t for n, t in self.column_types.items() if n in names}
-        table = _parse(data, names, types, self.parse_options, self.null_values, None)
+        try:
+            table = _parse(data, names, types, self.parse_options, self.null_values, None)
+        except pa.ArrowInvalid as exc:
+            raise InvalidFileError(
+                f"Cannot parse the first rows of {path!r} as CSV: {exc}. Fix the file, or "
+                "pass delimiter=, quote_char= or column_types= to match it."
+            ) from exc
         fields = []
         for field in table.schema:
             if pa.types.is_null(field.type):

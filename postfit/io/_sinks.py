@@ -251,6 +251,7 @@ class OutputStore:
         """
         if overwrite and resume:
             raise ValueError("Pass overwrite=True or resume=True, not both.")
+        self._check_parent()
         previous = self._check_existing(overwrite, resume)
         self.fs.makedirs(self.parts_dir, exist_ok=True)
         self._acquire_lock()
@@ -263,6 +264,18 @@ class OutputStore:
         except BaseException:
             self.release()
             raise
+
+    def _check_parent(self):
+        """Reject a local output whose directory is missing, as a mistyped path often is."""
+        if not is_local(self.fs):
+            # Object stores have no directories to check.
+            return
+        parent = os.path.dirname(self.path) or "."
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(
+                f"The directory {parent!r} of the output {self.url!r} does not exist. "
+                "Create it first, or check the output path."
+            )
 
     def _check_existing(self, overwrite, resume):
         """Return the stored run record when resuming, after clearing what overwrite replaces."""

@@ -3,12 +3,12 @@
 Each scorer is reduced inside the worker to one of four kinds of statistics:
 
 - ``ConfusionStats``: the weighted count of every (true label, predicted
-  label) pair. Every metric of labels that is a function of the weighted
-  confusion matrix (accuracy, balanced accuracy, precision, recall, F-beta,
-  Jaccard, Matthews, Cohen's kappa, likelihood ratios) is then computed by the
-  metric's own scikit-learn function, called once on one row per pair with
-  the pair's count as its sample weight. This gives the same value as the
-  call on the whole data, including label sets, averaging and warnings.
+  label) pair. This serves every label metric that is a function of the
+  weighted confusion matrix: accuracy, balanced accuracy, precision, recall,
+  F-beta, Jaccard, Matthews, Cohen's kappa and the likelihood ratios. The
+  metric's own scikit-learn function is called once on one row per pair,
+  with the pair's count as its sample weight. This gives the same value as
+  the call on the whole data, including label sets, averaging and warnings.
 - ``MeanLossStats``: the metric's own value on the block times the block's
   weight, for metrics that are a weighted mean of a per-sample loss (errors,
   deviances, log loss, Brier score, top-k accuracy), and the maximum for
@@ -57,8 +57,8 @@ _CONFUSION_FUNCTIONS = {
 }
 
 # The likelihood-ratio scorers wrap ``class_likelihood_ratios`` without a
-# ``sample_weight`` parameter; the merged pairs need one, so they call the
-# wrapped function and take the ratio at this position.
+# ``sample_weight`` parameter. The merged pairs need one, so the wrapped
+# function is called and the ratio at this position taken.
 _LIKELIHOOD_RATIO_POSITION = {
     _scorer.positive_likelihood_ratio: 0,
     _scorer.negative_likelihood_ratio: 1,
@@ -104,9 +104,9 @@ def accepts(function, parameter) -> bool:
 
 @dataclass
 class MetricSpec:
-    """How one scorer is computed from blocks.
+    """The recipe that computes one scorer from blocks.
 
-    Built in the driver before any block runs; pickled to the workers.
+    It is built in the driver before any block runs and pickled to the workers.
     """
 
     name: str
@@ -307,7 +307,7 @@ def _as_columns(values):
 def _moment_stats(y_true, y_pred, sample_weight):
     """Return the weighted moments of y and of the residual for one block.
 
-    The tuple holds the row count, the weight sum and, per output, the mean
+    The tuple contains the row count, the weight sum and, per output, the mean
     and the sum of squared deviations of y, the residual sum of squares, and
     the mean and the sum of squared deviations of the residual.
     """
@@ -427,7 +427,7 @@ def _finalize_mean(spec, stats):
 def _check_labels_cover_classes(spec, labels):
     """Raise as scikit-learn does when y lacks some of the classes of the scores.
 
-    Each block was scored against all of the estimator's classes; the call on
+    Each block was scored against all of the estimator's classes. The call on
     the whole data takes its labels from y instead, and raises when they are
     fewer than the score columns.
     """

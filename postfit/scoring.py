@@ -2,10 +2,10 @@
 
 Each block is predicted once for all metrics: ``predict``,
 ``predict_proba`` and ``decision_function`` are called only when a metric
-needs them. Inside the worker the block is then reduced to per-metric
-statistics (see ``postfit._metrics``), so that the driver holds confusion
-counts and sums for metrics that decompose, and only the targets and the
-one output a metric reads for the others (ROC AUC, medians, ...), never X.
+needs them. The worker then reduces the block to per-metric statistics
+(see ``postfit._metrics``). For metrics that decompose, the driver keeps
+confusion counts and sums. For the others (ROC AUC, medians, ...) it keeps
+the targets and the one output that the metric reads, never X.
 
 A plain callable ``scorer(estimator, X, y)`` can read anything from X, so
 it is called once on the materialised data, with a
@@ -57,7 +57,7 @@ def _default_scoring(estimator):
     """
     from sklearn.pipeline import Pipeline
 
-    if isinstance(estimator, Pipeline) and type(estimator).score is Pipeline.score:
+    if type(estimator) is Pipeline:
         estimator = estimator.steps[-1][1]
     score_method = getattr(type(estimator), "score", None)
     if score_method is ClassifierMixin.score:
@@ -133,7 +133,7 @@ def _resolve_dict(scoring):
             scorers[key] = value
         else:
             raise ValueError(
-                f"scoring[{key!r}] is {value!r}; a scoring dict maps names to scorer "
+                f"Invalid scoring[{key!r}]: {value!r}. A scoring dict maps names to scorer "
                 "names or callables scorer(estimator, X, y)."
             )
     return scorers
@@ -146,10 +146,10 @@ def _resolve_dict(scoring):
 class LabelledRows:
     """Rows of X with their targets and sample weights, cut at the same rows.
 
-    Before ``load`` each part may be a loader with a ``load()`` method (shared
-    memory, a file part); ``y`` may be the name of a column of X, split off
-    once X is loaded. ``shape`` is X's row count, so the kernel skips blocks
-    of zero rows.
+    Before ``load``, each part may be a loader with a ``load()`` method
+    (shared memory, a file part), and ``y`` may be the name of a column of X
+    that is split off once X is loaded. ``shape`` is X's row count, so that
+    the kernel skips blocks of zero rows.
     """
 
     X: Any
@@ -205,8 +205,8 @@ def missing_column_error(target, names):
         )
     close = difflib.get_close_matches(target, names, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-    return ValueError(f"Target column {target!r} not found in X (columns: {shown}).{hint}")
+    listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    return ValueError(f"Target column {target!r} not found in X (columns: {listed}).{hint}")
 
 
 def _check_length(name, values, n):
@@ -317,9 +317,9 @@ def build_plan(estimator, scoring, y_ndim, weighted):
     specs, whole_data = [], {}
     for name, scorer in scorers.items():
         if isinstance(scorer, _Scorer):
-            # Several metrics give sample_weight only to the scorers that take
-            # it, as scikit-learn's multi-metric scorer does; one metric gets it
-            # always, so a metric without weights raises.
+            # With several metrics, only the scorers that take sample_weight get
+            # it, as in scikit-learn's multi-metric scorer. A single metric
+            # always gets it, so a metric without weights raises.
             use_weight = weighted and (not multimetric or scorer._accept_sample_weight())
             specs.append(build_spec(name, scorer, estimator, y_ndim, use_weight))
         else:
@@ -394,7 +394,7 @@ def score(wrapper, X, y=None, sample_weight=None, execute=None):
         The rows to score.
     y : array-like, Series, Dask collection or str, default=None
         Targets, or the name of a column of X (a frame, a Dask frame or a
-        file source) that holds them and is then not a feature.
+        file source) that contains them and is then not a feature.
     sample_weight : array-like of shape (n_samples,) or Dask collection, default=None
     execute : bool, default=None
         False returns a lazy ``dask.delayed`` value (Dask must be
@@ -516,10 +516,9 @@ def _score_empty(plan, estimator, X, y, sample_weight):
 def choose_backend(options, n):
     """Return (backend name, workers) without timing the estimator.
 
-    NOTE: unlike predict, scoring does not time its first blocks; "auto"
-    takes threads for inputs above the direct-path size, which suits
-    estimators that release the GIL and only loses parallelism for the ones
-    that hold it.
+    NOTE: unlike predict, scoring does not time its first blocks. "auto"
+    takes threads above the direct-path size, which suits estimators that
+    release the GIL but gives no speed-up for those that hold it.
     """
     n_workers = effective_n_workers(options.n_jobs)
     if options.backend != "auto":

@@ -16,7 +16,7 @@ from . import _plan
 from ._inputs import materialize, route_input
 from ._runner import RunOptions, run_in_memory
 from ._validation import check_input_features
-from .backends import available_backends, effective_n_workers
+from .backends import available_backends, check_n_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,10 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
     scoring : str, callable, list, tuple, dict or None, default=None
         Metric(s) used by :meth:`score`: a scorer name from
         ``sklearn.metrics.get_scorer_names()``, a scorer callable
-        ``scorer(estimator, X, y)``, or None for the estimator's own metric
-        (accuracy for classifiers, R² for regressors).
+        ``scorer(estimator, X, y)``, a list or tuple of names or a dict of
+        name to scorer (then :meth:`score` returns a dict of name to float),
+        or None for the estimator's own metric (accuracy for classifiers, R²
+        for regressors).
     predict_meta, predict_proba_meta, transform_meta : array-like, default=None
         An empty prototype of the output of ``predict``, ``predict_proba`` or
         ``transform`` (type, dtype, width, column names). Needed only when
@@ -343,9 +345,9 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         if not isinstance(backend, str) or backend not in ("auto", *available_backends()):
             choices = ", ".join(repr(n) for n in ["auto", *available_backends()])
             raise ValueError(f"Invalid backend {backend!r}. Choose one of {choices}.")
-        effective_n_workers(self.n_jobs)
+        check_n_jobs(self.n_jobs)
         block_size = _plan.validate_block_size(self.block_size)
-        _plan.parse_memory_budget(self.memory_budget)
+        _plan.check_memory_budget(self.memory_budget)
         backend_options = self.backend_options
         if backend_options is not None and not isinstance(backend_options, dict):
             raise ValueError(

@@ -2,10 +2,11 @@
 
 The oracle is ``sklearn.metrics.get_scorer(name)(estimator, X, y)`` on all
 rows at once. postfit scores the same rows cut into blocks of 1 row, 7 rows
-(with rows sorted by target, so most blocks hold one class) and all rows,
-with and without sample weights; it must give the same value (exactly for
-label metrics without weights, ``rtol=1e-12`` otherwise), raise the same
-error type where scikit-learn raises, and emit the same warning categories.
+and all rows, with and without sample weights. Rows are sorted by target,
+so most blocks of 7 rows contain one class. postfit must give the same
+value (exactly for label metrics without weights, ``rtol=1e-12``
+otherwise), raise the same error type where scikit-learn raises, and emit
+the same warning categories.
 """
 
 from __future__ import annotations

@@ -88,6 +88,17 @@ class Plan:
     reason: str = ""
 
 
+def is_auto_budget(value) -> bool:
+    """Return whether ``value`` asks for the automatic memory budget."""
+    return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
+
+
+def check_memory_budget(value) -> None:
+    """Raise ValueError for an invalid memory budget, without measuring memory for "auto"."""
+    if not is_auto_budget(value):
+        parse_memory_budget(value)
+
+
 def parse_memory_budget(value) -> int:
     """Return the memory budget in bytes.
 
@@ -105,7 +116,7 @@ def parse_memory_budget(value) -> int:
     >>> parse_memory_budget(2_000_000)
     2000000
     """
-    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+    if is_auto_budget(value):
         import psutil
 
         available = psutil.virtual_memory().available

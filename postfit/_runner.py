@@ -9,6 +9,7 @@ measuring are part of the output, so measuring costs no extra work.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,10 +40,20 @@ class RunOptions:
     backend_options: dict = field(default_factory=dict)
 
 
+class _NoProgress:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
 def _progress_bar(total, enabled, desc):
+    if not enabled:
+        return _NoProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="rows", unit_scale=True, disable=not enabled, desc=desc)
+    return tqdm(total=total, unit="rows", unit_scale=True, desc=desc)
 
 
 def execute_blocks(
@@ -107,12 +118,21 @@ class _InMemoryRun:
         self.restore_names = restore_names
         self.n = n_rows(X)
         self.row_nbytes = _plan.estimate_row_nbytes(X)
-        self.budget = _plan.parse_memory_budget(options.memory_budget)
-        self.n_workers = effective_n_workers(options.n_jobs)
         self.collector = OutputCollector(self.n, X.index if has_index(X) else None, meta)
         self.next_index = 0
         self.position = 0
         self.bar = None
+
+    # The budget and the worker count take a few hundred microseconds to
+    # measure (psutil, cgroup files), so the direct path does not ask for them.
+
+    @functools.cached_property
+    def budget(self):
+        return _plan.parse_memory_budget(self.options.memory_budget)
+
+    @functools.cached_property
+    def n_workers(self):
+        return effective_n_workers(self.options.n_jobs)
 
     def add(self, block, out):
         self.collector.add(block.index, block.start, block.stop, out)
@@ -206,7 +226,11 @@ class _InMemoryRun:
         limit = self.block_size_limit()
         if limit is not None and rows > limit:
             return False
-        return rows * self.row_nbytes * _plan.BLOCK_MEMORY_FACTOR <= self.budget
+        needed = rows * self.row_nbytes * _plan.BLOCK_MEMORY_FACTOR
+        if _plan.is_auto_budget(self.options.memory_budget) and needed <= _plan.AUTO_BUDGET_MIN:
+            # The automatic budget is never below AUTO_BUDGET_MIN.
+            return True
+        return needed <= self.budget
 
     def finish_sequential(self, seconds_per_row, overhead, reason):
         """Score the remaining rows in this thread, with the estimator's own threading."""

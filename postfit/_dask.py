@@ -1,6 +1,6 @@
 """Dask collections in, lazy Dask collections out.
 
-A Dask Array gives a Dask Array with the input's row chunks; a Dask DataFrame
+A Dask Array gives a Dask Array with the input's row chunks. A Dask DataFrame
 or Series gives a Dask Series (one output column) or DataFrame (several) with
 the input's index and divisions. Each chunk or partition is scored by
 ``postfit._kernel.run_block``, so the results equal those of the in-memory
@@ -55,7 +55,7 @@ def _reject_route_options(route_options):
 def run_dask(
     wrapper, estimator, method, X, options, kwargs, *, execute=None, output=None, **route_options
 ):
-    """Run ``method`` on a Dask collection; return a lazy collection, or compute it.
+    """Run ``method`` on a Dask collection and return the lazy result, or compute it.
 
     Parameters
     ----------
@@ -107,7 +107,7 @@ def run_lazy_in_memory(wrapper, estimator, method, X, options, kwargs, **route_o
 def to_dask(X, options):
     """Return an in-memory input as a Dask collection of row blocks.
 
-    NumPy arrays, scipy.sparse matrices and lists become Dask Arrays; pandas
+    NumPy arrays, scipy.sparse matrices and lists become Dask Arrays. pandas
     frames and Series become Dask DataFrames and Series, with divisions known
     when the index is sorted. polars frames and pyarrow Tables become Dask
     DataFrames through pandas.
@@ -122,7 +122,7 @@ def to_dask(X, options):
     block_size = _block_size(X, options)
     if isinstance(X, (pd.DataFrame, pd.Series)):
         n_partitions = max(1, -(-len(X) // block_size))
-        # from_pandas with sort=True would sort the rows by index; only a
+        # from_pandas with sort=True would sort the rows by index, so only a
         # sorted index can give known divisions without reordering rows.
         return dd.from_pandas(X, npartitions=n_partitions, sort=X.index.is_monotonic_increasing)
     if isinstance(X, np.ndarray) or sp.issparse(X):
@@ -182,8 +182,8 @@ def model_node(estimator):
 
 
 def _current_client():
-    # Importing distributed costs about half a second, and no client can
-    # exist unless it was imported already.
+    # Importing distributed is slow, and no client can exist unless it was
+    # imported already.
     if "distributed" not in sys.modules:
         return None
     from .backends.dask import current_client
@@ -264,7 +264,7 @@ def _method_name(method):
 
 
 def _check_array_features(estimator, X):
-    """Check a Dask Array's width against the fitted one; return whether to restore names."""
+    """Check a Dask Array's width against the fitted one and return whether to restore names."""
     if X.ndim != 2 or np.isnan(X.shape[1]):
         return False
     width = int(X.shape[1])
@@ -293,8 +293,8 @@ def _check_frame_features(estimator, X):
     unnamed_fit = getattr(estimator, "feature_names_in_", None) is None
     if has_names and unnamed_fit and fitted_width is not None:
         # scikit-learn warns on every call given a frame with string column
-        # names when fitted on an array; warn once here and give the
-        # partitions as arrays.
+        # names when fitted on an array. postfit warns once here instead and
+        # gives the partitions as arrays.
         warnings.warn(
             f"X has feature names, but {type(estimator).__name__} was fitted without feature names",
             UserWarning,
@@ -406,7 +406,7 @@ def output_columns(estimator, method, width):
             names = estimator.get_feature_names_out()
         except (AttributeError, ValueError, TypeError):
             # Some transformers define the method but cannot name their
-            # output for this fit; fall back to positions.
+            # output for this fit, so the columns are numbered instead.
             names = None
         if names is not None and len(names) == width:
             return pd.Index(names)
@@ -437,7 +437,7 @@ def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=Non
 
 
 def score_partition(part, model, method, kwargs, to_numpy, meta, partition_info=None):
-    """Score one partition of a Dask DataFrame or Series; return it as ``meta``'s type.
+    """Score one partition of a Dask DataFrame or Series and return it as ``meta``'s type.
 
     The output takes the partition's index, so the result keeps the input's
     index and divisions.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from conftest import require_loopback_only
 from sklearn.linear_model import LogisticRegression
 
-#: The cluster of the issue's checks: two single-threaded worker processes.
+#: Worker processes of the test cluster, each with one thread.
 N_WORKERS = 2
 
 
@@ -25,13 +26,18 @@ def dask_cluster():
     require_loopback_only()
     from distributed import LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=N_WORKERS,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
+    with warnings.catch_warnings():
+        # Without a dashboard the scheduler still serves its HTTP routes
+        # (health, metrics) on 127.0.0.1:8787. It warns when another process
+        # already uses that port, then takes a free one.
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        cluster = LocalCluster(
+            n_workers=N_WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
     try:
         yield cluster
     finally:

@@ -187,24 +187,38 @@ def _expected_columns(estimator, method, width):
     return list(range(width))
 
 
-@pytest.mark.parametrize("kind", ["numpy", "pandas", "sparse", "list"])
+@pytest.mark.parametrize("kind", ["numpy", "pandas", "polars", "arrow", "sparse", "list"])
 def test_execute_false_in_memory_is_lazy(kind):
+    import polars as pl
+    import pyarrow as pa
+
     X, y = _iris()
-    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    frame = _frame(X)
+    estimator = LogisticRegression(max_iter=1000).fit(frame, y)
     inputs = {
         "numpy": X,
-        "pandas": pd.DataFrame(X),
+        "pandas": frame,
+        "polars": pl.from_pandas(frame),
+        "arrow": pa.Table.from_pandas(frame),
         "sparse": sp.csr_matrix(X),
         "list": X.tolist(),
     }
     wrapper = ParallelPostFit(estimator, block_size=32)
+    is_frame = kind in ("pandas", "polars", "arrow")
 
-    lazy = wrapper.predict_proba(inputs[kind], execute=False)
+    if is_frame:
+        lazy = wrapper.predict_proba(inputs[kind], execute=False)
+    else:
+        with pytest.warns(UserWarning, match="does not have valid feature names"):
+            lazy = wrapper.predict_proba(inputs[kind], execute=False)
 
-    expected = estimator.predict_proba(X)
-    collection = dd.DataFrame if kind == "pandas" else da.Array
-    assert isinstance(lazy, collection)
-    assert lazy.npartitions == 5 if kind == "pandas" else lazy.chunks[0] == (32, 32, 32, 32, 22)
+    expected = estimator.predict_proba(frame)
+    if is_frame:
+        assert isinstance(lazy, dd.DataFrame)
+        assert lazy.npartitions == 5
+    else:
+        assert isinstance(lazy, da.Array)
+        assert lazy.chunks[0] == (32, 32, 32, 32, 22)
     _assert_values(lazy.compute(), expected)
 
 
@@ -235,7 +249,8 @@ def test_empty_partitions_after_filter():
     # Petal length > 4.5 holds for none of the first (setosa) rows.
     filtered = ddf[ddf["x2"] > 4.5]
     lengths = [len(p) for p in filtered.partitions]
-    assert 0 in lengths and sum(lengths) > 0
+    assert 0 in lengths
+    assert sum(lengths) > 0
 
     for method in ("predict", "predict_proba"):
         lazy = getattr(ParallelPostFit(estimator), method)(filtered)

@@ -1,7 +1,7 @@
 """The dask backend and lazy Dask results on a two-process LocalCluster on 127.0.0.1.
 
 Every test here starts from the session's cluster, which runs only in a
-network namespace that holds nothing but loopback (see ``conftest.py``).
+network namespace that contains nothing but loopback (see ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def test_dask_backend_unpickles_model_once_per_worker(dask_client, tmp_path):  #
     np.testing.assert_allclose(out, estimator.predict_proba(X), rtol=RTOL)
     worker_pids = _worker_pids(dask_client)
     counts = {pid: n for pid, n in load_counts(estimator.log_path).items() if pid in worker_pids}
-    assert sorted(counts) == sorted(worker_pids)
-    assert set(counts.values()) == {1}
+    assert sorted(counts) == sorted(worker_pids), counts
+    assert set(counts.values()) == {1}, counts
 
 
 def test_lazy_result_unpickles_model_once_per_worker(dask_client, tmp_path):  # noqa: F811
@@ -116,7 +116,7 @@ def test_lazy_result_unpickles_model_once_per_worker(dask_client, tmp_path):  # 
     worker_pids = _worker_pids(dask_client)
     counts = {pid: n for pid, n in load_counts(estimator.log_path).items() if pid in worker_pids}
     assert counts
-    assert set(counts.values()) == {1}
+    assert set(counts.values()) == {1}, counts
 
 
 @pytest.mark.parametrize("kind", ["array", "frame"])
@@ -127,17 +127,17 @@ def test_big_model_sends_no_large_graph(dask_client, kind):  # noqa: F811
     )
     estimator = big_model(X, y, nbytes=int(1.5 * threshold))
     if kind == "array":
-        lazy_input = da.from_array(X, chunks=(2, 4))
+        lazy_input = da.from_array(X[:100], chunks=(1, 4))
     else:
-        lazy_input = dd.from_pandas(pd.DataFrame(X), npartitions=75)
+        lazy_input = dd.from_pandas(pd.DataFrame(X[:100]), npartitions=100)
 
     with dask_client.as_current(), warnings.catch_warnings():
         warnings.filterwarnings("error", message="Sending large graph")
         lazy = ParallelPostFit(estimator).predict(lazy_input)
         out = lazy.compute()
 
-    assert lazy.npartitions == 75
-    np.testing.assert_array_equal(np.asarray(out), estimator.predict(X))
+    assert lazy.npartitions == 100
+    np.testing.assert_array_equal(np.asarray(out), estimator.predict(X[:100]))
 
 
 def test_lazy_frame_on_cluster_keeps_index(dask_client):  # noqa: F811
@@ -190,3 +190,32 @@ def test_killed_worker_never_gives_partial_output(dask_client, tmp_path):  # noq
     else:
         np.testing.assert_array_equal(outcome["output"], estimator.predict(X))
     dask_client.wait_for_workers(N_WORKERS, timeout=60)
+
+
+def test_file_source_read_and_written_by_workers(dask_client, tmp_path, monkeypatch):  # noqa: F811
+    from postfit.backends.dask import DaskBackend
+    from postfit.io import read_parquet
+
+    X, y = _iris()
+    df = pd.DataFrame(X, columns=list("abcd"))
+    estimator = LogisticRegression(max_iter=1000).fit(df, y)
+    df.iloc[:80].to_parquet(tmp_path / "part-0.parquet")
+    df.iloc[80:].to_parquet(tmp_path / "part-1.parquet")
+
+    def no_rows_from_driver(self, block):
+        raise AssertionError(f"the driver sent the rows of {block.describe()}")
+
+    # Blocks of a file source carry a loader, so the driver never sends rows.
+    monkeypatch.setattr(DaskBackend, "_scatter_rows", no_rows_from_driver)
+    wrapper = ParallelPostFit(
+        estimator, backend="dask", backend_options={"client": dask_client}, block_size=30
+    )
+    source = read_parquet(str(tmp_path / "part-*.parquet"))
+
+    in_memory = wrapper.predict_proba(source)
+    wrapper.predict_proba(source, output=str(tmp_path / "out"))
+    written = read_parquet(str(tmp_path / "out")).read()
+
+    expected = estimator.predict_proba(df)
+    np.testing.assert_allclose(np.asarray(in_memory), expected, rtol=RTOL)
+    np.testing.assert_allclose(written.to_numpy(), expected, rtol=RTOL)

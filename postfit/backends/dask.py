@@ -10,7 +10,7 @@ worker process receives and deserialises it once per run, and every task takes
 the worker's copy as a dependency. Rows of an in-memory input are scattered
 block by block just before their task is submitted, so no task graph embeds
 input data. Blocks of file sources carry only a small loader, which the worker
-calls to read its own rows; a file sink's ``write`` also runs on the worker.
+calls to read its own rows. A file sink's ``write`` also runs on the worker.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def current_client(client=None, required=True):
     client : distributed.Client, optional
         A client to use as it is.
     required : bool, default=True
-        Raise when there is no client; otherwise return None.
+        Raise when there is no client, else return None.
     """
     if client is not None:
         if not isinstance(client, distributed.Client):

@@ -1,7 +1,9 @@
 """Block size, worker count and memory budget for a run.
 
-The constants below tune performance. They were chosen with
-``benchmarks/run.py`` on a 2-core machine; see ``docs/benchmarks.md``.
+The constants below tune performance. They are starting values set by hand
+for a 2-core machine, not the result of a sweep: ``benchmarks/run.py`` plots
+throughput against block size (``docs/benchmarks.md``), but the thresholds
+of the automatic backend have not been tuned by a benchmark.
 """
 
 from __future__ import annotations
@@ -28,22 +30,24 @@ __all__ = [
     "validate_block_size",
 ]
 
-#: Work per block that amortises scheduling (about 50 µs a block for threads)
-#: while leaving several blocks per worker for balance.
+#: Work per block that amortises scheduling (an estimated 50 µs a block for
+#: threads) while leaving several blocks per worker for balance.
 TARGET_BLOCK_SECONDS = 0.1
 #: Per-row work of a block is at least this multiple of the fixed cost of a call.
 CALL_OVERHEAD_RATIO = 10
-#: Largest input block, so that one block's temporaries stay in cache-friendly sizes.
+#: Largest input block in bytes, which bounds the temporaries of one block.
 MAX_BLOCK_BYTES = 32 * 2**20
 #: Blocks per worker at least, so that a slow block does not leave a core idle.
 MIN_BLOCKS_PER_WORKER = 4
 #: Memory a block needs, as a multiple of its input size: the input slice,
 #: the output and the estimator's temporaries.
 BLOCK_MEMORY_FACTOR = 4
-#: The automatic backend calls the estimator directly on inputs of at most
-#: this many rows: parallel work cannot pay for itself there.
+#: The automatic backend calls the estimator once, without measuring, on
+#: inputs of at most this many rows, where most estimators take milliseconds.
+#: NOTE: a slow estimator (milliseconds a row) gets no parallelism here.
 DIRECT_MAX_ROWS = 4096
-#: ... and on inputs whose estimated single-thread work is below this.
+#: ... and finishes in the calling thread when the measured single-thread work
+#: left is below this many seconds.
 DIRECT_MAX_SECONDS = 0.05
 #: Estimated single-thread work below which processes do not pay for their
 #: start-up and for sending the model.

@@ -2,7 +2,7 @@
 
 Peak memory is sampled, not read from the kernel's high-water mark, because
 the runs of interest span several processes (loky workers, a Dask cluster, a
-Ray node): the sampler adds up the resident set size (RSS) of a process and
+Ray node). The sampler adds up the resident set size (RSS) of a process and
 all its descendants every ``SAMPLE_SECONDS``. A peak shorter than that can be
 missed, so the numbers are lower bounds of the true peak.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -37,19 +37,19 @@ SAMPLE_SECONDS = 0.05
 RESULT_MARKER = "BENCHMARK-RESULT "
 MIB = 2**20
 
-#: Libraries whose versions are recorded with every result.
+#: Distributions whose versions are recorded with every result.
 LIBRARIES = (
     "postfit",
     "numpy",
     "scipy",
-    "sklearn",
+    "scikit-learn",
     "pandas",
     "pyarrow",
     "joblib",
     "threadpoolctl",
     "dask",
     "distributed",
-    "dask_ml",
+    "dask-ml",
     "ray",
     "polars",
     "matplotlib",
@@ -90,15 +90,17 @@ def os_name() -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Return the installed version of each library in ``LIBRARIES`` (None when missing)."""
+    """Return the installed version of each distribution in ``LIBRARIES`` (None when missing).
+
+    Versions come from the installed metadata, so that recording them imports
+    nothing into the process being measured.
+    """
     versions = {}
     for name in LIBRARIES:
         try:
-            module = importlib.import_module(name)
-        except Exception:  # an optional engine that fails to import counts as missing
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-            continue
-        versions[name] = getattr(module, "__version__", "unknown")
     return versions
 
 
@@ -157,7 +159,9 @@ def machine_info() -> dict:
                     "architecture",
                 )
             }
-            for info in threadpool_info()
+            for info in sorted(
+                threadpool_info(), key=lambda info: (info["user_api"], info["filepath"])
+            )
         ],
     }
 

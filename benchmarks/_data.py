@@ -18,8 +18,13 @@ import numpy as np
 N_FEATURES = 20
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
 TARGET = "target"
-#: Rows generated per chunk; each chunk has its own seed.
+#: Rows generated per chunk. Each chunk has its own seed.
 CHUNK_ROWS = 250_000
+#: Layout of the Parquet datasets: rows per file and per row group.
+ROWS_PER_FILE = 2_000_000
+ROW_GROUP_ROWS = 250_000
+#: Bytes of one row in memory: the float64 features and the int8 target.
+ROW_NBYTES = 8 * N_FEATURES + 1
 _COEF = np.linspace(-1.0, 1.0, N_FEATURES)
 
 
@@ -41,8 +46,8 @@ def make_rows(start: int, stop: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 def write_parquet_dataset(
     folder: Path,
     n_rows: int,
-    rows_per_file: int = 2_000_000,
-    row_group_rows: int = 250_000,
+    rows_per_file: int = ROWS_PER_FILE,
+    row_group_rows: int = ROW_GROUP_ROWS,
     seed: int = 1,
 ) -> Path:
     """Write ``n_rows`` rows as Parquet files of ``rows_per_file`` rows in row groups.
@@ -80,6 +85,15 @@ def write_parquet_dataset(
                 writer.write_table(pa.Table.from_arrays(columns, schema=schema))
     marker.write_text(json.dumps(params))
     return folder
+
+
+def layout_text() -> str:
+    """Describe the Parquet layout for the page: files, row groups and a row group's size."""
+    group_mib = ROW_GROUP_ROWS * ROW_NBYTES / 2**20
+    return (
+        f"files of {ROWS_PER_FILE:,} rows in row groups of {ROW_GROUP_ROWS:,} rows "
+        f"({group_mib:.0f} MiB each once decoded)"
+    )
 
 
 def dataset_nbytes(folder: Path) -> int:

@@ -28,7 +28,7 @@ def dataset(quick: bool) -> Path:
 
 
 def model_path() -> Path:
-    """Fit and pickle the scoring model once; return the pickle's path."""
+    """Fit and pickle the scoring model once and return the pickle's path."""
     path = DATA_DIR / "hist_gradient_boosting.pkl"
     if not path.exists():
         DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -54,12 +54,25 @@ def summarize(output) -> dict:
 
 
 def read_features(folder: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read the whole dataset into memory: X as a C-ordered float64 array, and y."""
+    """Read the whole dataset into memory: X as a C-ordered float64 array, and y.
+
+    Files are read one at a time into preallocated arrays, so the peak is the
+    arrays plus one file rather than two copies of the whole table.
+    """
     import pyarrow.parquet as pq
 
-    table = pq.read_table(folder, columns=[*FEATURES, TARGET])
-    X = np.column_stack([table.column(name).to_numpy() for name in FEATURES])
-    y = table.column(TARGET).to_numpy()
+    files = sorted(Path(folder).glob("*.parquet"))
+    n_rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    X = np.empty((n_rows, len(FEATURES)))
+    y = np.empty(n_rows, dtype=np.int8)
+    start = 0
+    for path in files:
+        table = pq.read_table(path, columns=[*FEATURES, TARGET])
+        stop = start + table.num_rows
+        for i, name in enumerate(FEATURES):
+            X[start:stop, i] = table.column(name).to_numpy()
+        y[start:stop] = table.column(TARGET).to_numpy()
+        start = stop
     return X, y
 
 

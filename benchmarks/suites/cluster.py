@@ -4,8 +4,8 @@ Every variant runs in its own process, which starts its own cluster on
 127.0.0.1 (2 worker processes, one thread each, dashboard off), so that its
 peak memory covers the driver and the whole cluster and nothing else. Times
 cover the scoring call only, not starting the cluster or making the data.
-``benchmarks.run`` starts this suite inside a network namespace that holds
-nothing but loopback.
+``benchmarks.run`` starts this suite inside a network namespace whose only
+interface is loopback.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CHILD = "benchmarks.suites.cluster"
 
 
 def model_path(trees: int):
-    """Fit and pickle the forest once (about 80 MiB pickled at 300 trees); return its path."""
+    """Fit and pickle the forest once (about 80 MiB pickled at 300 trees) and return its path."""
     from sklearn.ensemble import RandomForestClassifier
 
     path = DATA_DIR / f"random_forest_{trees}.pkl"
@@ -87,7 +87,7 @@ def _ray_init():
 
 
 def variant_plain_threads(model: str, rows: int) -> dict:
-    """The plain forest with scikit-learn's own threads (``n_jobs=-1``), one process."""
+    """Score with the plain forest on scikit-learn's own threads (``n_jobs=-1``), one process."""
     estimator, X = _load(model, rows)
     estimator.set_params(n_jobs=-1)
     start = time.perf_counter()
@@ -147,7 +147,7 @@ def variant_postfit_dask_backend(model: str, rows: int) -> dict:
 
 
 class _HandWrittenScorer:
-    """What a Ray user writes for ``map_batches``: the model fetched once per actor."""
+    """A hand-written ``map_batches`` scorer that fetches the model once per actor."""
 
     def __init__(self, model_refs):
         import ray

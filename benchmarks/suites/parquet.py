@@ -10,12 +10,12 @@ from __future__ import annotations
 import shutil
 
 from .._common import DATA_DIR, MIB, feature_available, load_average, run_child
-from .._data import FEATURES, dataset_nbytes
+from .._data import FEATURES, dataset_nbytes, layout_text
 from ._files import dataset, model_mib, model_path
 
 FULL = {"budget": "1GiB", "budget_mib": 1024}
 QUICK = {"budget": "128MiB", "budget_mib": 128}
-#: Throughput from files, as a share of the in-memory run, that the target asks for.
+#: Minimum throughput from files, as a share of the in-memory run's throughput.
 MIN_SHARE_OF_IN_MEMORY = 0.8
 CHILD = "benchmarks.suites._files"
 
@@ -91,8 +91,8 @@ def summarize(quick, params, folder, model, results, load_before) -> dict:
         "params": {**params, "rows": rows, "features": len(FEATURES)},
         "description": (
             f"A Parquet dataset of {rows:,} rows × {len(FEATURES)} float64 features "
-            f"({dataset_nbytes(folder) / MIB:,.0f} MiB on disk, files of 2,000,000 rows in "
-            f"row groups of 250,000), scored with `predict_proba` of a "
+            f"({dataset_nbytes(folder) / MIB:,.0f} MiB on disk, {layout_text()}), scored "
+            "with `predict_proba` of a "
             f"HistGradientBoostingClassifier ({model_size} MiB pickled) under a memory "
             f"budget of {params['budget']}. One run of each variant, each in its own process."
             if rows

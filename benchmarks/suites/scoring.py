@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from .._common import MIB, feature_available, load_average, run_child
-from .._data import FEATURES, TARGET, dataset_nbytes
+from .._data import FEATURES, TARGET, dataset_nbytes, layout_text
 from ._files import dataset, load_model, model_mib, model_path, read_features
 
 METRICS = ["accuracy", "balanced_accuracy", "f1", "neg_log_loss", "roc_auc"]
@@ -105,7 +105,7 @@ def run(quick: bool) -> dict:
         "description": (
             f"`score` with {', '.join(METRICS)} at once over {size / MIB:,.0f} MiB of Parquet "
             f"({size / (params['budget_mib'] * MIB):.1f} times the budget of "
-            f"{params['budget']}), target column `{TARGET}`, scored by a "
+            f"{params['budget']}; {layout_text()}), target column `{TARGET}`, scored by a "
             f"HistGradientBoostingClassifier ({model_mib(model)} MiB pickled)."
         ),
         "load_before": load_before,

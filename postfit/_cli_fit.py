@@ -3,10 +3,10 @@
 The estimator is named on the command line by a saved unfitted estimator
 file, or by a class path with parameters such as
 ``sklearn.linear_model.SGDClassifier:loss=log_loss,alpha=1e-4``. A class
-path is imported only from the packages in ``ALLOWED_PACKAGES``, and its
-parameter values are read as Python literals (``ast.literal_eval``); a bare
-word is read as a string. Nothing on the command line is ever evaluated as
-code.
+path is imported only from the packages in ``ALLOWED_PACKAGES``. Its
+parameter values are read as Python literals (``ast.literal_eval``), and a
+bare word is read as a string. Nothing on the command line is ever evaluated
+as code.
 """
 
 from __future__ import annotations
@@ -179,13 +179,13 @@ def add_fit_parser(subparsers):
     parser.add_argument(
         "--trust-model",
         action="store_true",
-        help="load a pickle ESTIMATOR_SPEC file (which can run any code it holds); only "
+        help="load a pickle ESTIMATOR_SPEC file (which can run any code it contains); only "
         "for files from a source you trust",
     )
     cli._add_input_arguments(parser)
     parser.add_argument(
         "--target",
-        help="input column that holds the target; leave it out for estimators trained "
+        help="input column that contains the target; leave it out for estimators trained "
         "without one (scalers, clustering)",
     )
     parser.add_argument(
@@ -288,7 +288,9 @@ def _check_target(source, target):
     if target is None:
         return
     if not source.tabular:
-        raise _usage_error("--target needs a table input (Parquet or CSV) that holds the target.")
+        raise _usage_error(
+            "--target needs a table input (Parquet or CSV) that contains the target."
+        )
     names = source.all_column_names()
     if target not in names:
         raise _usage_error(

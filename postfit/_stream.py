@@ -4,7 +4,8 @@
 blocks that can be loaded one at a time, in any order, as often as the epochs
 need. X decides where blocks start and stop: in-memory inputs are cut into
 ranges of ``block_size`` rows, a Dask collection keeps its own chunks or
-partitions, and a postfit file source keeps its own blocks. y and the
+partitions, and a postfit file source is cut by the source into blocks of
+about ``block_size`` rows at row group boundaries. y and the
 per-sample fit parameters (``sample_weight`` and any other array with one
 entry per row) are then cut at the same rows, whatever their own chunking:
 
@@ -72,8 +73,6 @@ class LoadedBlock:
 class _MemoryX:
     """An in-memory X cut into ranges of ``block_size`` rows."""
 
-    lazy = False
-
     def __init__(self, X, block_size):
         self.X = normalize_input(X)
         n = n_rows(self.X)
@@ -96,8 +95,6 @@ class _MemoryX:
 
 class _DaskArrayX:
     """A Dask array whose row chunks are the blocks."""
-
-    lazy = True
 
     def __init__(self, X, block_size):
         if X.ndim == 2 and len(X.chunks[1]) > 1:
@@ -132,8 +129,6 @@ class _DaskArrayX:
 class _DaskFrameX:
     """A Dask DataFrame or Series whose partitions are the blocks."""
 
-    lazy = True
-
     def __init__(self, X):
         self.X = X
         self.n_blocks = X.npartitions
@@ -158,8 +153,6 @@ class _DaskFrameX:
 
 class _SourceX:
     """A postfit file source cut into blocks of about ``block_size`` rows by the source."""
-
-    lazy = False
 
     def __init__(self, source, block_size, target=None):
         features = source.column_names()
@@ -231,16 +224,6 @@ def _make_x(X, block_size, target):
 # y and per-sample parameters: cut where X is cut ---------------------------
 
 
-class _Column:
-    """A column of X used as the target: split off each loaded block of X."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def lazy_part(self, i):
-        return None
-
-
 class _MemoryRows:
     """An in-memory array sliced by the row ranges of X."""
 
@@ -269,7 +252,7 @@ def _is_aligned_dask(x_part, collection) -> bool:
     """Return True when ``collection`` has one chunk or partition per block of X at the same rows.
 
     Two Dask frames with the same number of partitions count as aligned when
-    their divisions agree or are unknown; their row counts are still checked
+    their divisions agree or are unknown. Their row counts are still checked
     block by block when loaded, because a filter keeps divisions but not rows.
     """
     import dask.array as da
@@ -317,7 +300,7 @@ class BlockStream:
     ----------
     X : array-like, frame, sparse matrix, Dask collection or postfit file source
     y : array-like, Dask collection, str or None
-        Targets, or the name of a column of X that holds them.
+        Targets, or the name of a column of X that contains them.
     fit_params : dict
         Parameters of ``partial_fit``. ``sample_weight`` and every other
         array with one entry per row of X are cut with X; ``classes`` and
@@ -459,7 +442,8 @@ def _compute_parts(parts):
 
     Parts of one kind are computed in one call, so a read that X and y share
     (two columns of one frame) runs once. Dask DataFrames (expressions) and
-    Dask Arrays (graphs) are computed apart, as Dask asks for.
+    Dask Arrays (graphs) are computed in separate calls, because Dask warns
+    when one call mixes them.
     """
     if not parts:
         return {}

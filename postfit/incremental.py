@@ -58,9 +58,9 @@ def _check_has_partial_fit(estimator):
 class _if_inner_partial_fit:
     """Expose a method only when the wrapped estimator has ``partial_fit``.
 
-    Like scikit-learn's ``available_if``, so that ``hasattr`` is False for an
-    estimator without ``partial_fit``, but the AttributeError names the
-    estimator and says what to use instead.
+    As with scikit-learn's ``available_if``, ``hasattr`` is False for an
+    estimator without ``partial_fit``. The AttributeError here also names the
+    estimator and the alternatives.
     """
 
     def __init__(self, function):
@@ -283,7 +283,7 @@ class Incremental(ParallelPostFit):
         y : array-like, Dask collection, str or None, default=None
             Targets, with one entry per row of X and any chunking, or the name
             of a column of X (a frame, Dask DataFrame or file source) that
-            holds them and is then left out of X.
+            contains them and is then left out of X.
         X_val, y_val : array-like, frame, Dask collection or file source, default=None
             Validation data scored with ``scoring`` after each epoch, and
             used by early stopping. ``y_val`` may name a column of ``X_val``.
@@ -330,11 +330,10 @@ class Incremental(ParallelPostFit):
     def partial_fit(self, X, y=None, **fit_params):
         """Continue training ``estimator_`` with one pass over the blocks of X.
 
-        A clone of the estimator is started on the first call, or a copy of
-        it when it was given already fitted; the user's estimator is never
-        modified. Blocks are visited in a random order when
-        ``shuffle_blocks`` is True, drawn from the same random sequence as
-        the epochs of :meth:`fit`.
+        The first call starts a clone of the estimator, or a copy of it when
+        it was given already fitted. The user's estimator is never modified.
+        When ``shuffle_blocks`` is True, the block order is drawn from the
+        same random sequence as the epochs of :meth:`fit`.
 
         Parameters
         ----------
@@ -530,10 +529,10 @@ def _auto_block_size(X, memory_budget) -> int:
 
     Two blocks (the one training and the one read ahead) fit the memory
     budget, and no block is larger than ``_plan.MAX_BLOCK_BYTES``. Unlike
-    scoring, training gains nothing from more blocks than that, and a small
-    first block can be too small for the estimator (MiniBatchKMeans needs at
-    least ``n_clusters`` rows), so when the rows are known the blocks are
-    made nearly equal in size.
+    scoring, training gains nothing from more blocks than that. When the rows
+    are known, the blocks are made nearly equal in size, because a short
+    block can be too small for the estimator (MiniBatchKMeans needs at least
+    ``n_clusters`` rows in its first call).
     """
     budget = _plan.parse_memory_budget(memory_budget)
     if is_source(X):
@@ -542,7 +541,7 @@ def _auto_block_size(X, memory_budget) -> int:
     else:
         rows = n_rows(X)
         row_nbytes = _plan.estimate_row_nbytes(X)
-    # No lower bound on the number of blocks: it sets no limit below.
+    # A huge row count turns off choose_block_size's minimum number of blocks.
     size = _plan.choose_block_size(2**62, row_nbytes, n_workers=1, memory_budget=budget)
     if rows > 0:
         n_blocks = -(-rows // size)

@@ -84,8 +84,8 @@ def _even_bounds(n, size):
 def make_input(kind, tmp_path):
     """Return (X, y, hand_blocks): the input of ``fit`` and the same blocks for a hand loop.
 
-    ``y`` is the target as this kind passes it (an array, a Dask collection
-    chunked unlike X, or a column name); ``hand_blocks`` is a list of
+    ``y`` is the target as this kind passes it: an array, a Dask collection
+    chunked unlike X, or a column name. ``hand_blocks`` is a list of
     ``(X_rows, y_rows)`` in the type the estimator receives from Incremental.
     """
     X, y = digits()
@@ -431,7 +431,7 @@ def test_sample_weight_reaches_each_block_as_its_slice(x_kind, weights_kind):
     assert sum(len(call["X"]) for call in calls) == len(y)
 
 
-def test_other_per_sample_arrays_are_cut_and_classes_passed_whole():
+def test_fit_params_cut_or_passed_whole():
     X, y = indexed_rows(n=10)
     per_row = np.arange(10) + 100
     classes = np.arange(10)
@@ -878,3 +878,18 @@ def test_no_output_without_progress(capsys):
     captured = capsys.readouterr()
     assert captured.err == ""
     assert captured.out == ""
+
+
+# ---------------------------------------------------------------------------
+# The docs page
+
+
+def test_docs_page_examples_run():
+    import doctest
+    import pathlib
+
+    page = pathlib.Path(__file__).resolve().parent.parent / "docs" / "incremental.md"
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    result = doctest.testfile(str(page), module_relative=False, optionflags=flags)
+    assert result.attempted > 0
+    assert result.failed == 0

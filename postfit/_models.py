@@ -28,6 +28,8 @@ TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "postfit.")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SKOPS_SUFFIXES = (".skops",)
 _ZIP_MAGIC = b"PK\x03\x04"
+# Pickle protocols 2 and later start with the PROTO opcode.
+_PICKLE_MAGIC = b"\x80"
 
 
 def _open(path):
@@ -96,7 +98,8 @@ def load_model(path, trusted=False):
     path : str or path-like
         A ``.skops`` file, or a ``.pkl`` / ``.pickle`` / ``.joblib`` file;
         local paths or fsspec URLs. A file with another ending is read as
-        skops when it is a zip archive and as a pickle otherwise.
+        skops when it is a zip archive, as a pickle when it starts with
+        the pickle protocol marker, and rejected otherwise.
     trusted : bool or list of str, default=False
         ``True`` trusts the file completely: pickles are loaded and every
         type of a skops file is accepted. A list names extra types accepted
@@ -132,6 +135,12 @@ def load_model(path, trusted=False):
     )
     if is_skops:
         return _load_skops(data, path, trusted)
+    if not text.endswith(PICKLE_SUFFIXES) and not data.startswith(_PICKLE_MAGIC):
+        raise InvalidFileError(
+            f"{os.fspath(path)!r} is neither a skops file (a zip archive) nor a pickle. "
+            "Pass a model file written by postfit.save_model, skops or joblib; name a "
+            "compressed joblib file with the .joblib ending."
+        )
     if trusted is not True:
         raise UntrustedModelError(
             f"{os.fspath(path)!r} is a pickle, and loading a pickle runs any code it holds. "

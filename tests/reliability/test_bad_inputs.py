@@ -11,6 +11,7 @@ are checked against the plain estimator's own output further down.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
 import subprocess
@@ -21,16 +22,20 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 import skops.io as sio
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.preprocessing import FunctionTransformer
 
 import postfit
 from postfit import Incremental, ParallelPostFit, load_model
+from postfit.cli import main
 from postfit.exceptions import (
     BlockError,
+    ColumnOrderWarning,
     OutputExistsError,
     UntrustedModelError,
 )
@@ -617,3 +622,222 @@ def test_bad_input(case, env):
 def test_table_has_forty_rows():
     assert len(CASES) >= 40
     assert len({case.id for case in CASES}) == len(CASES)
+
+
+# Odd but valid inputs: the plain estimator's own answer --------------------------
+
+BACKENDS = ["sequential", "threading", "loky"]
+FRAME_KINDS = {
+    "pandas": lambda frame: frame,
+    "polars": pl.from_pandas,
+    "arrow": lambda frame: pa.Table.from_pandas(frame, preserve_index=False),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", FRAME_KINDS)
+def test_reordered_columns_match_by_name(kind, backend, iris_frame, frame_model):
+    X, _ = iris_frame
+    shuffled = FRAME_KINDS[kind](X[X.columns[::-1]])
+    wrapper = ParallelPostFit(frame_model, backend=backend, n_jobs=2, block_size=40)
+    with pytest.warns(ColumnOrderWarning) as caught:
+        proba = wrapper.predict_proba(shuffled)
+    assert len(caught) == 1
+    expected = frame_model.predict_proba(X)
+    assert proba.dtype == expected.dtype
+    assert_allclose(proba, expected, rtol=1e-12, atol=0)
+
+
+def test_reordered_parquet_columns_match_by_name(tmp_path, iris_frame, frame_model):
+    X, _ = iris_frame
+    X[X.columns[::-1]].to_parquet(tmp_path / "reversed.parquet")
+    wrapper = ParallelPostFit(frame_model, backend="threading", n_jobs=2, block_size=40)
+    labels = wrapper.predict(postfit.read_parquet(tmp_path / "reversed.parquet"))
+    assert_array_equal(labels, frame_model.predict(X))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["frame", "array"])
+def test_nan_and_infinity_accepted_by_hist_gradient_boosting(kind, backend, nan_frame, hgb_model):
+    X = nan_frame if kind == "frame" else nan_frame.to_numpy()
+    assert np.isnan(nan_frame.to_numpy()).any()
+    assert np.isinf(nan_frame.to_numpy()).any()
+    wrapper = ParallelPostFit(hgb_model, backend=backend, n_jobs=2, block_size=40)
+    if kind == "array":
+        with pytest.warns(UserWarning, match="feature names"):
+            proba = wrapper.predict_proba(X)
+    else:
+        proba = wrapper.predict_proba(X)
+    expected = hgb_model.predict_proba(nan_frame)
+    assert proba.shape == expected.shape
+    assert_allclose(proba, expected, rtol=1e-12, atol=0)
+
+
+def _write_with_empty_parts(folder, X):
+    """Write X as files with an empty file and an empty row group between real rows."""
+    folder.mkdir()
+    X.iloc[:50].to_parquet(folder / "part-0.parquet")
+    X.iloc[:0].to_parquet(folder / "part-1.parquet")
+    table = pa.Table.from_pandas(X.iloc[50:], preserve_index=False)
+    with pq.ParquetWriter(folder / "part-2.parquet", table.schema) as writer:
+        writer.write_table(table.slice(0, 40))
+        writer.write_table(table.slice(0, 0))
+        writer.write_table(table.slice(40))
+    groups = pq.ParquetFile(folder / "part-2.parquet").metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [40, 0, 60]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_blocks_in_the_middle(backend, tmp_path, iris_frame, frame_model):
+    X, _ = iris_frame
+    _write_with_empty_parts(tmp_path / "in", X)
+    wrapper = ParallelPostFit(frame_model, backend=backend, n_jobs=2, block_size=40)
+    source = postfit.read_parquet(tmp_path / "in")
+    assert source.n_rows == 150
+
+    proba = wrapper.predict_proba(source)
+    assert_allclose(proba, frame_model.predict_proba(X), rtol=1e-12, atol=0)
+
+    wrapper.predict(source, output=tmp_path / "labels.csv")
+    written = pd.read_csv(tmp_path / "labels.csv")
+    assert list(written.columns) == ["prediction"]
+    assert_array_equal(written["prediction"].to_numpy(), frame_model.predict(X))
+
+
+def test_empty_csv_file_in_the_middle(tmp_path, iris_frame, frame_model):
+    X, _ = iris_frame
+    folder = tmp_path / "in"
+    folder.mkdir()
+    X.iloc[:70].to_csv(folder / "a.csv", index=False)
+    X.iloc[:0].to_csv(folder / "b.csv", index=False)
+    X.iloc[70:].to_csv(folder / "c.csv", index=False)
+    wrapper = ParallelPostFit(frame_model, backend="threading", n_jobs=2, block_size=30)
+    labels = wrapper.predict(postfit.read_csv(folder))
+    assert_array_equal(labels, frame_model.predict(X))
+
+
+# A block that raises: named, and no output is marked complete ----------------------
+
+
+def _run_record(folder):
+    return json.loads((folder / "_postfit_run.json").read_text())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_failing_block_leaves_output_unfinished(backend, tmp_path, iris_frame):
+    X, y = iris_frame
+    values = X.to_numpy().copy()
+    values[125, 0] = MARKER
+    model = FailOnMarker(LogisticRegression(max_iter=1000)).fit(X.to_numpy(), y)
+    wrapper = ParallelPostFit(model, backend=backend, n_jobs=2, block_size=40)
+    out = tmp_path / "out"
+
+    with pytest.raises(ValueError, match="marker row") as caught:
+        wrapper.predict(values, output=out)
+
+    assert "block 3 (rows 120 to 150)" in _message(caught.value)
+    assert "complete" not in _run_record(out)
+    assert not (out / "_postfit.lock").exists()
+    done = (out / "_postfit_done.jsonl").read_text().splitlines()
+    assert 3 not in [json.loads(line)["index"] for line in done]
+    assert not (out / "part-000003.parquet").exists()
+
+
+def test_failing_block_leaves_no_csv_output(tmp_path, iris_frame):
+    X, y = iris_frame
+    values = X.to_numpy().copy()
+    values[10, 0] = MARKER
+    model = FailOnMarker(LogisticRegression(max_iter=1000)).fit(X.to_numpy(), y)
+    wrapper = ParallelPostFit(model, backend="threading", n_jobs=2, block_size=40)
+    with pytest.raises(ValueError, match="marker row"):
+        wrapper.predict(values, output=tmp_path / "labels.csv")
+    assert not (tmp_path / "labels.csv").exists()
+
+
+# The command line ---------------------------------------------------------------------
+
+
+def _cli_files(env):
+    frame = _frame_with(env, "species", env.y)
+    env.parquet(frame)
+    sio.dump(env.frame_model, env.tmp / "model.skops")
+    sio.dump(np.arange(3), env.tmp / "array.skops")
+    (env.tmp / "model.pkl").write_bytes(pickle.dumps(env.frame_model))
+
+
+CLI_CASES = [
+    (
+        "score_target_not_found",
+        ["score", "model.skops", "data.parquet", "--target", "kind"],
+        2,
+        ("'kind' not found",),
+    ),
+    (
+        "predict_unknown_backend",
+        ["predict", "model.skops", "data.parquet", "-o", "out", "--backend", "spark"],
+        2,
+        ("--backend 'spark'",),
+    ),
+    (
+        "predict_block_size_zero",
+        ["predict", "model.skops", "data.parquet", "-o", "out", "--block-size", "0"],
+        2,
+        ("positive whole number", "'0'"),
+    ),
+    (
+        "predict_workers_zero",
+        ["predict", "model.skops", "data.parquet", "-o", "out", "--workers", "0"],
+        2,
+        ("number of workers", "'0'"),
+    ),
+    (
+        "predict_pickle_without_trust",
+        ["predict", "model.pkl", "data.parquet", "-o", "out"],
+        2,
+        ("--trust-model",),
+    ),
+    (
+        "predict_model_is_an_array",
+        ["predict", "array.skops", "data.parquet", "-o", "out"],
+        2,
+        ("ndarray has no method 'predict'",),
+    ),
+    (
+        "predict_missing_input",
+        ["predict", "model.skops", "absent.parquet", "-o", "out"],
+        2,
+        ("absent.parquet", "not found"),
+    ),
+    (
+        "predict_output_in_missing_directory",
+        ["predict", "model.skops", "data.parquet", "-o", "gone/out"],
+        2,
+        ("does not exist",),
+    ),
+    (
+        "info_text_file_as_model",
+        ["info", "data.parquet"],
+        1,
+        ("neither a skops file", "data.parquet"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "words"),
+    [case[1:] for case in CLI_CASES],
+    ids=[case[0] for case in CLI_CASES],
+)
+def test_command_line_bad_input(argv, status, words, env, capsys, monkeypatch):
+    _cli_files(env)
+    monkeypatch.chdir(env.tmp)
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        # argparse rejects option values itself, with exit status 2.
+        code = exc.code
+    error = capsys.readouterr().err
+    assert code == status, error
+    for word in words:
+        assert word in error, f"{word!r} missing from: {error}"
+    assert not (env.tmp / "out").exists()

@@ -1,29 +1,34 @@
 """Per-block statistics of scikit-learn metrics, merged into the whole-data value.
 
-Each scorer is reduced inside the worker to one of four kinds of statistics:
+Inside the worker, each scorer reduces a block to the statistics of its
+``MetricSpec.kind``:
 
-- ``ConfusionStats``: the weighted count of every (true label, predicted
+- ``"confusion"``: the weighted count of every (true label, predicted
   label) pair. This serves every label metric that is a function of the
   weighted confusion matrix: accuracy, balanced accuracy, precision, recall,
   F-beta, Jaccard, Matthews, Cohen's kappa and the likelihood ratios. The
   metric's own scikit-learn function is called once on one row per pair,
   with the pair's count as its sample weight. This gives the same value as
   the call on the whole data, including label sets, averaging and warnings.
-- ``MeanLossStats``: the metric's own value on the block times the block's
-  weight, for metrics that are a weighted mean of a per-sample loss (errors,
-  deviances, log loss, Brier score, top-k accuracy), and the maximum for
-  ``max_error``.
-- ``MomentStats``: weighted means and sums of squared deviations, merged
+- ``"mean"``: the metric's own value on the block times the block's weight,
+  for metrics that are a weighted mean of a per-sample loss (errors,
+  deviances, log loss, Brier score, top-k accuracy).
+- ``"max"``: the block's ``max_error``.
+- ``"moments"``: weighted means and sums of squared deviations, merged
   with Chan's parallel update, for R² and explained variance.
-- ``GatheredOutputs``: the targets, weights and the one output that the
-  metric reads (labels, a score column, or one column per class), never X,
-  for metrics that need all of them at once (ROC AUC, average precision,
-  medians, clustering indices, D² scores, custom scorers).
+- ``"d2"``: the summed log loss or Brier score of the block and the weight
+  of each class, for the D² log loss and D² Brier scores, whose baseline
+  (the class frequencies of y) follows from the class weights.
+- ``"gather"``: the targets, weights and the one output that the metric
+  reads (labels, a score column, or one column per class), never X, for
+  metrics that need all of them at once (ROC AUC, average precision,
+  medians, the D² absolute error, clustering indices, custom scorers).
 
 The scorers' private attributes (``_score_func``, ``_kwargs``, ``_sign``,
 ``_response_method``) and ``sklearn.utils._response`` are read because
 scikit-learn 1.9 has no public way to get a scorer's metric and response
-separately; the versions that work are pinned by the test suite.
+separately. ``tests/test_scoring.py`` checks every scorer against the
+installed scikit-learn.
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ _LABELLED_MEAN_FUNCTIONS = {
 
 _MOMENT_FUNCTIONS = {metrics.r2_score, metrics.explained_variance_score}
 
+_D2_FUNCTIONS = {metrics.d2_log_loss_score, metrics.d2_brier_score}
+
 
 def accepts(function, parameter) -> bool:
     """Return True when ``function`` has a parameter named ``parameter``."""
@@ -160,6 +167,8 @@ class MetricSpec:
             return float(self.score_func(y_true, y_pred, **self.kwargs))
         if self.kind == "moments":
             return _moment_stats(y_true, y_pred, weight)
+        if self.kind == "d2":
+            return _d2_stats(self, y_true, y_pred, weight)
         return [(np.asarray(y_true), np.asarray(y_pred), weight)]
 
 
@@ -237,6 +246,10 @@ def _choose_kind(spec, y_ndim):
     if func in _MOMENT_FUNCTIONS:
         spec.kind = "moments"
         return
+    if func in _D2_FUNCTIONS:
+        if y_ndim == 1 and not labels_given and isinstance(spec.classes, np.ndarray):
+            spec.kind = "d2"
+        return
     if func in _MEAN_FUNCTIONS:
         spec.mean_func, spec.root = _MEAN_FUNCTIONS[func]
         if func in _LABELLED_MEAN_FUNCTIONS and not labels_given:
@@ -297,6 +310,31 @@ def _mean_stats(spec, y_true, y_pred, sample_weight):
         # normalize=False returns a sum, which adds up as it is.
         return (total, np.asarray(value, dtype=float), labels)
     return (total, np.asarray(value, dtype=float) * total, labels)
+
+
+def _d2_stats(spec, y_true, y_proba, sample_weight):
+    """Return (rows, summed loss, weight per class, labels of y) for one block.
+
+    The loss is summed with the scaling that does not halve the Brier
+    score; D² is a ratio, so the scaling cancels.
+    """
+    y_true = np.asarray(y_true)
+    weight = np.ones(len(y_true)) if sample_weight is None else np.asarray(sample_weight, float)
+    class_weights = np.array([weight[y_true == label].sum() for label in spec.classes])
+    labels = np.unique(y_true)
+    total = float(weight.sum())
+    if total == 0:
+        return (len(y_true), 0.0, class_weights, labels)
+    kwargs = {"sample_weight": sample_weight, "labels": spec.classes}
+    if spec.score_func is metrics.d2_log_loss_score:
+        loss = metrics.log_loss(y_true, y_proba, normalize=False, **kwargs)
+    else:
+        pos_label = spec.kwargs.get("pos_label")
+        mean = metrics.brier_score_loss(
+            y_true, y_proba, pos_label=pos_label, scale_by_half=False, **kwargs
+        )
+        loss = mean * total
+    return (len(y_true), loss, class_weights, labels)
 
 
 def _as_columns(values):
@@ -372,6 +410,8 @@ def merge_stats(spec, a, b):
         return max(a, b)
     if spec.kind == "moments":
         return _merge_moments(a, b)
+    if spec.kind == "d2":
+        return (a[0] + b[0], a[1] + b[1], a[2] + b[2], np.union1d(a[3], b[3]))
     return a + b
 
 
@@ -388,6 +428,8 @@ def finalize_stats(spec, stats):
         value = stats
     elif spec.kind == "moments":
         value = _finalize_moments(spec, stats)
+    elif spec.kind == "d2":
+        value = _finalize_d2(spec, stats)
     else:
         value = _finalize_gathered(spec, stats)
     return spec.sign * value
@@ -486,6 +528,35 @@ def _finalize_moments(spec, stats):
     elif not isinstance(multioutput, str):
         weights = multioutput
     return float(np.average(scores, weights=weights))
+
+
+def _finalize_d2(spec, stats):
+    """Return 1 - loss / loss of the class frequencies, as scikit-learn computes D²."""
+    n, loss, class_weights, labels = stats
+    if n < 2:
+        import warnings
+
+        from sklearn.exceptions import UndefinedMetricWarning
+
+        warnings.warn(
+            "D^2 score is not well-defined with less than two samples.",
+            UndefinedMetricWarning,
+            stacklevel=4,
+        )
+        return float("nan")
+    _check_labels_cover_classes(spec, labels)
+    total = class_weights.sum()
+    frequencies = class_weights / total
+    if spec.score_func is metrics.d2_log_loss_score:
+        # log_loss clips probabilities to [eps, 1 - eps] before the logarithm.
+        eps = np.finfo(np.float64).eps
+        clipped = np.clip(frequencies, eps, 1 - eps)
+        baseline = -np.sum(class_weights * np.log(clipped))
+    else:
+        baseline = np.sum(
+            class_weights * (1 - frequencies) ** 2 + (total - class_weights) * frequencies**2
+        )
+    return float(1 - loss / baseline)
 
 
 def _finalize_gathered(spec, parts):

@@ -28,7 +28,7 @@ from sklearn.metrics import check_scoring, get_scorer, get_scorer_names
 from sklearn.tree import DecisionTreeClassifier
 
 from postfit import ParallelPostFit
-from postfit.scoring import build_plan
+from postfit.scoring import LabelledRows, build_plan, score_block
 
 BLOCK_SIZES = (1, 7, None)
 RTOL = 1e-12
@@ -176,3 +176,56 @@ def test_multimetric_list_matches_sklearn(case, backend, weighted):
     for name in names:
         atol = _absolute_tolerance(model, name, y)
         np.testing.assert_allclose(got[name], expected[name], rtol=RTOL, atol=atol, err_msg=name)
+
+
+# Scorers whose statistics have a size independent of the number of rows.
+STREAMED_NAMES = {
+    "binary": [
+        "accuracy",
+        "balanced_accuracy",
+        "f1",
+        "jaccard_weighted",
+        "matthews_corrcoef",
+        "positive_likelihood_ratio",
+        "neg_log_loss",
+        "neg_brier_score",
+        "d2_log_loss_score",
+        "d2_brier_score",
+        "top_k_accuracy",
+    ],
+    "multiclass": ["precision_macro", "recall_micro", "neg_log_loss", "d2_brier_score"],
+    "regressor": [
+        "r2",
+        "explained_variance",
+        "neg_mean_squared_error",
+        "neg_root_mean_squared_log_error",
+        "neg_mean_absolute_percentage_error",
+        "neg_mean_poisson_deviance",
+        "neg_mean_gamma_deviance",
+        "neg_max_error",
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(STREAMED_NAMES))
+def test_decomposable_metrics_not_gathered(case):
+    model, _, y = _case(case)
+    plan = build_plan(model, STREAMED_NAMES[case], y.ndim, True)
+    kinds = {spec.name: spec.kind for spec in plan.specs}
+    assert [name for name, kind in kinds.items() if kind == "gather"] == []
+
+
+def test_gathered_metrics_keep_outputs_not_x():
+    """ROC AUC keeps y and the n × classes probabilities of a block, never its features."""
+    X, y = load_iris(return_X_y=True)
+    X = np.hstack([X, X])  # 8 features, so a kept X would not look like 3 classes
+    model = LogisticRegression(max_iter=1000).fit(X, y)
+    plan = build_plan(model, ["roc_auc_ovr", "neg_median_absolute_error"], 1, False)
+    rows = LabelledRows(X[:20], y[:20])
+    stats = score_block(model, rows, plan.specs)
+    ((y_part, proba, weights),) = stats["roc_auc_ovr"]
+    assert y_part.shape == (20,)
+    assert proba.shape == (20, 3)
+    assert weights is None
+    ((y_part, labels, _),) = stats["neg_median_absolute_error"]
+    assert labels.shape == (20,)

@@ -99,7 +99,12 @@ class _SharedArraySlicer(InputSlicer):
 
 
 class LokyBackend(Backend):
-    """Score blocks in ``n_workers`` reusable loky worker processes."""
+    """Score blocks in ``n_workers`` reusable loky worker processes.
+
+    NOTE: warnings raised by the estimator inside a worker process (a
+    RuntimeWarning for a log of zero, say) stay in that process and are not
+    shown in the caller.
+    """
 
     name = "loky"
     in_process = False

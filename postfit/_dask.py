@@ -78,6 +78,22 @@ def run_dask(
     Returns
     -------
     result : dask.array.Array, dask.dataframe.Series or DataFrame, or computed result
+
+    Examples
+    --------
+    Users reach this route through a wrapper's method:
+
+    >>> import dask.array as da
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from postfit import ParallelPostFit
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = ParallelPostFit(LogisticRegression(max_iter=1000)).fit(X, y)
+    >>> proba = clf.predict_proba(da.from_array(X, chunks=(50, 4)))
+    >>> proba.chunks
+    ((50, 50, 50), (3,))
+    >>> proba.compute().shape
+    (150, 3)
     """
     _reject_route_options(route_options)
     if output is not None:

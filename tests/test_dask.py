@@ -41,6 +41,20 @@ RTOL = 1e-12
 # Helpers ----------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_default_client(monkeypatch):
+    """Hide default distributed clients that other test modules left open.
+
+    These tests are about Dask's local schedulers, and the lazy route
+    scatters the model to a default client when one exists. distributed
+    keeps its default clients in the private ``_global_clients`` dict.
+    """
+    if "distributed" in sys.modules:
+        import distributed.client
+
+        monkeypatch.setattr(distributed.client, "_global_clients", {})
+
+
 def _compute_chunks(lazy):
     """Return each chunk or partition of a lazy result, computed on its own."""
     parts = lazy.to_delayed()
@@ -583,3 +597,24 @@ def test_dask_backend_without_client_explains():
 
     with pytest.raises(RuntimeError, match="no distributed.Client was given or is current"):
         ParallelPostFit(estimator, backend="dask").predict(X)
+
+
+def test_list_output_rejected_for_array():
+    from sklearn.multioutput import MultiOutputClassifier
+
+    X, y = _iris()
+    Y = np.column_stack([y, (X[:, 0] > 5.8).astype(int)])
+    estimator = MultiOutputClassifier(LogisticRegression(max_iter=1000)).fit(X, Y)
+
+    with pytest.raises(TypeError, match="list of arrays"):
+        ParallelPostFit(estimator).predict_proba(da.from_array(X, chunks=(50, 4)))
+
+
+def test_sparse_output_rejected_for_frame():
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame({"colour": ["red", "green", "blue"] * 10})
+    encoder = OneHotEncoder().fit(frame)
+
+    with pytest.raises(TypeError, match="returns a sparse matrix"):
+        ParallelPostFit(encoder).transform(dd.from_pandas(frame, npartitions=3))

@@ -281,17 +281,17 @@ class OutputStore:
         """Return the stored run record when resuming, after clearing what overwrite replaces."""
         fs = self.fs
         if self.staged and fs.exists(self.path) and not overwrite:
-            done = (
-                ""
-                if fs.exists(self.parts_dir)
-                else " It is complete, so there is nothing to resume."
-            )
+            complete = resume and not fs.exists(self.parts_dir)
+            done = " It is complete, so there is nothing to resume." if complete else ""
             raise OutputExistsError(
                 f"The output {self.url!r} already exists.{done} Pass overwrite=True "
                 "(--overwrite) to replace it, or choose another output path."
             )
         if not fs.exists(self.parts_dir):
             return None
+        if fs.isdir(self.parts_dir):
+            # A run in progress is reported as such, whatever else is there.
+            self._check_lock_free()
         ours = fs.exists(self._file(RUN_RECORD))
         if not fs.isdir(self.parts_dir) or not ours:
             if fs.isdir(self.parts_dir) and not fs.ls(self.parts_dir):

@@ -149,9 +149,20 @@ class EmptyOutput:
         return "EmptyOutput()"
 
 
+def _is_multi_part(out) -> bool:
+    """Return whether ``out`` is several outputs in one: a list of arrays, or a tuple.
+
+    A multi-output ``predict_proba`` returns a list of arrays, and
+    ``predict(X, return_std=True)`` returns a tuple ``(mean, std)``.
+    """
+    if isinstance(out, tuple):
+        return len(out) > 0
+    return isinstance(out, list) and len(out) > 0 and not np.isscalar(out[0])
+
+
 def output_rows(out) -> int:
-    """Return the number of rows of one method output (a list counts its first item)."""
-    if isinstance(out, list) and out and not np.isscalar(out[0]):
+    """Return the number of rows of one method output (a list or tuple counts its first part)."""
+    if _is_multi_part(out):
         return output_rows(out[0])
     if isinstance(out, list):
         return len(out)
@@ -162,8 +173,8 @@ def output_rows(out) -> int:
 
 def empty_like(out):
     """Return a zero-row output of the same type, dtype, width and columns as ``out``."""
-    if isinstance(out, list) and out and not np.isscalar(out[0]):
-        return [empty_like(part) for part in out]
+    if _is_multi_part(out):
+        return type(out)(empty_like(part) for part in out)
     if isinstance(out, list):
         return []
     return take_rows(out, 0, 0)
@@ -196,8 +207,8 @@ def _concat(parts):
 def _combine(parts):
     """Concatenate block outputs; a list of arrays (multi-output) is combined per item."""
     first = parts[0]
-    if isinstance(first, list) and first and not np.isscalar(first[0]):
-        return [_combine([part[i] for part in parts]) for i in range(len(first))]
+    if _is_multi_part(first):
+        return type(first)(_combine([part[i] for part in parts]) for i in range(len(first)))
     return _concat(parts)
 
 

@@ -316,7 +316,7 @@ def make_input(kind, X, tmp_path=None):
 def assert_same_output(got, expected, exact=False):
     """Assert that ``got`` equals the oracle ``expected`` in type, shape, labels and values."""
     assert type(got) is type(expected), f"type {type(got)} != {type(expected)}"
-    if isinstance(expected, list):
+    if isinstance(expected, (list, tuple)):
         assert len(got) == len(expected)
         for got_item, expected_item in zip(got, expected, strict=True):
             assert_same_output(got_item, expected_item, exact)

@@ -234,3 +234,16 @@ def test_pandas_output_keeps_index_in_input_order(tmp_path):
     assert got.index.equals(X.index)
     assert list(got.columns) == list(estimator.get_feature_names_out())
     np.testing.assert_allclose(got.to_numpy(), estimator.transform(X).to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading", "loky", "auto"])
+def test_method_keyword_arguments(backend, tmp_path):
+    from sklearn.linear_model import BayesianRidge
+
+    X, y = training_data(CASES_BY_NAME["ridge"])
+    estimator = BayesianRidge().fit(X, y)
+    expected = estimator.predict(X, return_std=True)
+    wrapper = ParallelPostFit(estimator, backend=backend, n_jobs=2, block_size=UNEVEN)
+    got = wrapper.predict(X, return_std=True)
+    assert isinstance(got, tuple)
+    assert_same_output(got, expected)

@@ -33,7 +33,7 @@ from ._blocks import EmptyOutput, column_names, n_rows, sliceable_rows
 from ._inputs import is_dask_collection, is_ray_dataset, is_source, materialize
 from ._kernel import Block, restore_feature_names
 from ._metrics import MetricSpec, build_spec, finalize_stats, merge_stats
-from ._runner import execute_blocks
+from ._runner import _progress_bar, execute_blocks
 from ._validation import check_input_features
 from .backends import effective_n_workers, get_backend
 from .exceptions import MaterializedScoringWarning
@@ -549,6 +549,12 @@ def _run_blocks(plan, estimator, X, y, sample_weight, options, restore_names, ac
         block_size,
         in_flight,
     )
+    bar = _progress_bar(n, options.progress, "score")
+
+    def on_result(block, stats):
+        accumulator.add(block.index, stats)
+        bar.update(block.stop - block.start)
+
     try:
         with (
             backend.ship_input(X) as x_rows,
@@ -563,11 +569,12 @@ def _run_blocks(plan, estimator, X, y, sample_weight, options, restore_names, ac
                 estimator,
                 score_block,
                 blocks,
-                on_result=lambda block, stats: accumulator.add(block.index, stats),
+                on_result=on_result,
                 max_in_flight=in_flight,
                 kwargs={"specs": plan.specs, "restore_names": restore_names},
             )
     finally:
+        bar.close()
         backend.close()
 
 

@@ -169,10 +169,6 @@ class _InMemoryRun:
             self.bar.close()
         return self.collector.result()
 
-    def run_direct(self):
-        """Call the estimator once on the whole input, with its own threading."""
-        return call_method(self.estimator, self.method, self.X, self.kwargs)
-
     def run_auto(self):
         if self.n <= _plan.DIRECT_MAX_ROWS and self.fits_one_call(self.n):
             self.log_plan("sequential", 1, self.n, None, "direct path: small input")
@@ -354,11 +350,10 @@ def run_in_memory(
     Returns the same output as ``getattr(estimator, method)(X)``, in X's row
     order, with the type scikit-learn gives for X.
     """
-    X = sliceable_rows(X)
-    run = _InMemoryRun(estimator, method, X, options, kwargs, restore_names, meta)
-    if run.n == 0:
+    if n_rows(X) == 0:
         # The estimator's own error (or output) for an empty input is the answer.
-        return run.run_direct()
+        return call_method(estimator, method, X, kwargs)
+    run = _InMemoryRun(estimator, method, sliceable_rows(X), options, kwargs, restore_names, meta)
     started = time.perf_counter()
     result = run.run()
     elapsed = time.perf_counter() - started

@@ -7,8 +7,8 @@ the input's index and divisions. Each chunk or partition is scored by
 path.
 
 The model enters the graph once. Under a ``distributed`` client it is
-scattered to every worker and the graph holds the future; otherwise it is one
-graph key that every task depends on. The declared meta comes from the
+scattered to every worker and the graph contains its future. Otherwise it is
+one graph key that every task depends on. The declared meta comes from the
 user's meta, else from fitted attributes, else from running the method on the
 first rows of the first non-empty chunk; every output is converted to it, so
 the declared meta equals what the chunks compute to.

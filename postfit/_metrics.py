@@ -20,9 +20,9 @@ Inside the worker, each scorer reduces a block to the statistics of its
   of each class, for the D² log loss and D² Brier scores, whose baseline
   (the class frequencies of y) follows from the class weights.
 - ``"gather"``: the targets, weights and the one output that the metric
-  reads (labels, a score column, or one column per class), never X, for
-  metrics that need all of them at once (ROC AUC, average precision,
-  medians, the D² absolute error, clustering indices, custom scorers).
+  reads (labels, a score column, or one column per class), never X. This
+  serves metrics that need all rows at once: ROC AUC, average precision,
+  medians, the D² absolute error, clustering indices and custom scorers.
 
 The scorers' private attributes (``_score_func``, ``_kwargs``, ``_sign``,
 ``_response_method``) and ``sklearn.utils._response`` are read because
@@ -274,7 +274,8 @@ def _confusion_stats(y_true, y_pred, sample_weight):
     y_pred = np.asarray(y_pred).ravel()
     if y_true.shape != y_pred.shape:
         raise ValueError(
-            f"y has {y_true.shape[0]} rows but the predictions have {y_pred.shape[0]}."
+            f"y has {y_true.shape[0]} rows but the predictions have {y_pred.shape[0]}. "
+            "Pass one target per row of X."
         )
     true_labels, true_codes = np.unique(y_true, return_inverse=True)
     pred_labels, pred_codes = np.unique(y_pred, return_inverse=True)

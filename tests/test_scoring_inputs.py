@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+import scipy.sparse as sp
 from dask.delayed import Delayed
 from sklearn.cluster import KMeans
-from sklearn.datasets import load_diabetes, load_iris
+from sklearn.datasets import load_diabetes, load_iris, load_linnerud
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import (
     check_scoring,
@@ -22,6 +23,7 @@ from sklearn.metrics import (
     log_loss,
     make_scorer,
     mean_absolute_error,
+    r2_score,
     roc_auc_score,
 )
 from sklearn.pipeline import make_pipeline
@@ -453,3 +455,35 @@ def test_empty_input_raises_like_sklearn(iris):
         get_scorer("accuracy")(model, X[:0], y[:0])
     with pytest.raises(ValueError):
         ParallelPostFit(model, scoring="accuracy").score(X[:0], y[:0])
+
+
+def test_multioutput_regression_matches_sklearn():
+    X, y = load_linnerud(return_X_y=True)
+    model = LinearRegression().fit(X, y)
+    scoring = {
+        "r2": "r2",
+        "explained_variance": "explained_variance",
+        "rmse": "neg_root_mean_squared_error",
+        "median": "neg_median_absolute_error",
+        "r2_variance_weighted": make_scorer(r2_score, multioutput="variance_weighted"),
+        "weighted_mae": make_scorer(mean_absolute_error, multioutput=[0.2, 0.3, 0.5]),
+    }
+    raw = {"r2_raw": make_scorer(r2_score, multioutput="raw_values")}
+    for weights in (None, np.linspace(1, 2, len(y))):
+        kwargs = {} if weights is None else {"sample_weight": weights}
+        wrapper = ParallelPostFit(model, scoring={**scoring, **raw}, block_size=3)
+        got = wrapper.score(X, y, **kwargs)
+        expected = _oracle(model, {**scoring, **raw}, X, y, **kwargs)
+        for name in scoring:
+            assert isinstance(got[name], float), name
+            np.testing.assert_allclose(got[name], expected[name], rtol=RTOL, err_msg=name)
+        assert got["r2_raw"].shape == (3,)
+        np.testing.assert_allclose(got["r2_raw"], expected["r2_raw"], rtol=RTOL)
+
+
+def test_sparse_input(iris):
+    _, X, y = iris
+    X_sparse = sp.csr_matrix(X.to_numpy())
+    model = LogisticRegression(max_iter=1000).fit(X_sparse, y)
+    got = ParallelPostFit(model, scoring=FIVE_METRICS, block_size=16).score(X_sparse, y)
+    _assert_scores_equal(got, _oracle(model, FIVE_METRICS, X_sparse, y))

@@ -107,8 +107,8 @@ def restore_feature_names(estimator, data, start):
 
     The driver has already warned once that the input lacks feature names;
     restoring them here keeps scikit-learn from repeating that warning for
-    every block. A NumPy block is wrapped without a copy; a list of rows is
-    first converted with ``np.asarray``, as scikit-learn converts it; a CSR or
+    every block. A NumPy block is wrapped without a copy. A list of rows is
+    first converted with ``np.asarray``, as scikit-learn converts it. A CSR or
     CSC block becomes a frame of sparse columns, which scikit-learn turns back
     into a sparse matrix.
     """

@@ -93,7 +93,7 @@ class Plan:
 
 
 def is_auto_budget(value) -> bool:
-    """Return whether ``value`` asks for the automatic memory budget."""
+    """Return whether ``value`` requests the automatic memory budget."""
     return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
 
 

@@ -351,7 +351,8 @@ def run_in_memory(
     order, with the type scikit-learn gives for X.
     """
     if n_rows(X) == 0:
-        # The estimator's own error (or output) for an empty input is the answer.
+        # An empty input goes to the estimator as it is, so the caller gets
+        # the estimator's own error or output.
         return call_method(estimator, method, X, kwargs)
     run = _InMemoryRun(estimator, method, sliceable_rows(X), options, kwargs, restore_names, meta)
     started = time.perf_counter()

@@ -238,7 +238,7 @@ def test_rows_in_input_order_whatever_finish_order(seed):
 # Output metadata --------------------------------------------------------------
 
 
-def test_meta_of_one_hot_on_categories_one_to_three():
+def test_meta_one_hot_categories_one_to_three():
     X = np.array([[1], [2], [3], [2]])
     encoder = OneHotEncoder(sparse_output=False).fit(X)
     meta = infer_meta(encoder, "transform", sample=X[2:])

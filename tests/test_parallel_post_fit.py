@@ -4,11 +4,14 @@ Every test compares with the wrapped estimator's own output on the whole
 input (see ``_oracle.py``). When the plain estimator raises for an input, the
 wrapper must raise the same exception type.
 
-The cross product is covered in three slices to stay fast: every estimator,
-method and input kind on threads with an uneven last block; every estimator
-and method on every in-process backend and block size with a NumPy input;
-and every estimator and method on loky processes, plus every input kind on
-loky for one estimator, because each loky run pays for sending the model.
+The cross product is covered in three slices to stay fast:
+
+- every estimator, method and input kind, on threads with an uneven last block;
+- every estimator and method on every in-process backend and block size,
+  with a NumPy input (a frame or a Series where the estimator needs one);
+- every estimator and method on loky processes, and every input kind on loky
+  for one estimator. Each loky run pays for sending the model, so loky does
+  not get the full product.
 """
 
 from __future__ import annotations
@@ -219,7 +222,7 @@ def test_set_output_on_wrapper_before_fit(output):
     assert type(expected).__module__.split(".")[0] == output
 
 
-def test_set_output_on_wrapper_leaves_user_estimator_when_fitted_clone_exists():
+def test_set_output_on_wrapper_after_fit():
     X, _ = training_data(CASES_BY_NAME["standard_scaler"])
     wrapper = ParallelPostFit(CASES_BY_NAME["standard_scaler"].make()).fit(X)
     wrapper.set_output(transform="pandas")

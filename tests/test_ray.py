@@ -1,8 +1,8 @@
 """The ray backend and Ray Dataset inputs, on a local two-CPU Ray started once per module.
 
-Ray runs only in a network namespace that holds nothing but loopback (see
-``conftest.py``): outside one it probes a public address to find its own and
-listens on every interface. The estimators defined here reach the Ray
+Ray runs only in a network namespace that contains nothing but loopback (see
+``conftest.py``), because outside one it probes a public address to find its
+own and listens on every interface. The estimators defined here reach the Ray
 workers by reference, because the fixture adds this directory to the
 workers' import path.
 """
@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -27,8 +28,6 @@ from conftest import require_loopback_only
 from sklearn.linear_model import LogisticRegression
 
 from postfit import ParallelPostFit
-from postfit._kernel import Block
-from postfit._runner import execute_blocks
 from postfit.backends import _REGISTRY, get_backend
 from postfit.exceptions import WorkerCrashedError
 
@@ -48,9 +47,9 @@ TESTS_DIR = Path(__file__).resolve().parent
 N_CPUS = 2
 BLOCK_SIZE = 32
 
-# (case, methods) scored through the backend; each case's methods cover a
-# classifier with numeric and with string classes, a regressor, a density
-# model without classes_, and transformers with dense and with sparse output.
+# (case, methods) scored through the backend. The cases cover a classifier
+# with numeric and one with string classes, a regressor, a density model
+# without classes_, and a transformer.
 BACKEND_CASES = {
     "logistic": ["predict", "predict_proba", "predict_log_proba", "decision_function"],
     "gaussian_nb": ["predict", "predict_proba"],
@@ -125,6 +124,18 @@ class KillingLogisticRegression(LogisticRegression):
             if not (self.once and marker.exists()):
                 marker.touch()
                 os.kill(os.getpid(), signal.SIGKILL)
+        return super().predict(X)
+
+
+class SlowFirstRowLogisticRegression(LogisticRegression):
+    """A LogisticRegression that takes ``delay`` seconds for rows that include ``first_row``."""
+
+    first_row: np.ndarray | None = None
+    delay: float = 0.0
+
+    def predict(self, X):
+        if self.first_row is not None and (np.asarray(X) == self.first_row).all(axis=1).any():
+            time.sleep(self.delay)
         return super().predict(X)
 
 
@@ -222,25 +233,32 @@ def test_backend_killed_worker_raises_after_retries(ray_session, tmp_path):
     model, X = _iris_model(
         KillingLogisticRegression, driver_pid=os.getpid(), marker=str(tmp_path / "k"), once=False
     )
-    backend = get_backend("ray")(1, max_retries=0)
-    received = []
-    blocks = [Block(i, i * 50, i * 50 + 50, X[i * 50 : i * 50 + 50]) for i in range(3)]
-    with pytest.raises(WorkerCrashedError, match=r"block \d \(rows \d+ to \d+\)"):
-        execute_blocks(
-            backend,
-            model,
-            "predict",
-            blocks,
-            on_result=lambda block, out: received.append(block.index),
-            max_in_flight=1,
-        )
-    assert received == []
+    # One block and one retry: Ray starts two worker processes, both killed.
+    wrapper = ParallelPostFit(
+        model, backend="ray", block_size=len(X), backend_options={"max_retries": 1}
+    )
+
+    with pytest.raises(WorkerCrashedError, match=r"block 0 \(rows 0 to 150\)"):
+        wrapper.predict(X)
 
 
 @pytest.mark.cluster
-def test_backend_rejects_invalid_max_retries(ray_session):
-    with pytest.raises(ValueError, match="max_retries must be an int >= 0.*got 'x'"):
-        get_backend("ray")(1, max_retries="x")
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"max_retries": "x"}, ValueError, "max_retries must be an int >= 0.*got 'x'"),
+        ({"max_retries": -2}, ValueError, "max_retries must be an int >= 0.*got -2"),
+        ({"client": None}, TypeError, r"Unknown backend_options.*\['client'\]"),
+    ],
+)
+def test_backend_rejects_invalid_options(ray_session, options, error, message):
+    X, _ = training_data(CASES["logistic"])
+    wrapper = ParallelPostFit(fitted("logistic"), backend="ray", backend_options=options)
+
+    with pytest.raises(error, match=message):
+        wrapper.predict(X)
+    with pytest.raises(TypeError, match="backend_options .* apply to the ray backend"):
+        wrapper.predict(_dataset(X))
 
 
 def test_backend_without_session_says_call_init(monkeypatch):
@@ -366,6 +384,18 @@ def test_dataset_filtered_to_empty_blocks(ray_session):
     expected = estimator.predict_proba(kept)
     np.testing.assert_allclose(lazy.to_numpy(dtype=np.float64), expected, rtol=1e-12, atol=0)
     assert_same_output(got, expected)
+
+
+@pytest.mark.cluster
+def test_dataset_keeps_order_when_first_batch_is_slow(ray_session):
+    model, X = _iris_model(SlowFirstRowLogisticRegression)
+    model.first_row, model.delay = X[0], 1.0
+
+    # The first of six blocks finishes last; its rows must still come first.
+    lazy = ParallelPostFit(model, n_jobs=N_CPUS).predict(_dataset(X, 6))
+    got = lazy.to_pandas()["predict"].to_numpy(dtype=object)
+
+    np.testing.assert_array_equal(got, model.predict(X))
 
 
 @pytest.mark.cluster

@@ -10,8 +10,8 @@ store once. Each task receives a small :class:`RayModelRef`, which the kernel
 resolves through its per-process cache (``postfit._kernel.resolve_model``), so
 a Ray worker process deserialises the model on its first block only. A plain
 ``ray.get`` of the estimator in every task would deserialise it for every
-block. NumPy inputs are put in the object store once and each task reads its
-rows from there without a copy; other inputs travel as one slice per task.
+block. A NumPy input is put in the object store once, and each task reads its
+rows from there without a copy. Other inputs travel as one slice per task.
 Loaders of file sources and file sinks are plain picklable objects, so the
 worker reads its rows and writes its output itself.
 
@@ -51,9 +51,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["ObjectStoreRows", "RayBackend", "RayModelRef", "run_ray_dataset"]
 
 #: A NumPy input is put in the object store whole when it takes at most this
-#: share of the store's free memory; a larger one is sent one block per task,
-#: so that it never forces the store to spill to disk.
+#: share of the store's free memory. A larger one is sent one block per task,
+#: so that it does not force the store to spill to disk.
 MAX_STORE_SHARE = 0.5
+
+#: Ray's own default for tasks: a task whose worker process dies runs again
+#: up to this many times.
+DEFAULT_MAX_RETRIES = 3
 
 #: Ray errors that mean a worker process, its node or a stored object was
 #: lost, rather than that the estimator raised. Ray has already retried the
@@ -85,10 +89,10 @@ def require_ray_session() -> None:
 
 @dataclass(frozen=True)
 class RayModelRef(ModelRef):
-    """A pickled model held in the Ray object store; ``path`` is its object id.
+    """A pickled model in the Ray object store, whose object id is ``path``.
 
     The kernel's per-process cache keys on ``token``, a hash of the pickled
-    bytes, so a worker that already holds the same model skips the load.
+    bytes, so a worker that already has the same model skips the load.
     """
 
     handle: Any = field(default=None, repr=False, compare=False)
@@ -150,9 +154,9 @@ def _cluster_cpus() -> tuple[int, int]:
 def cpus_per_worker(n_workers: int) -> int:
     """Return how many CPUs each of ``n_workers`` tasks or actors reserves.
 
-    Workers × CPUs per worker stays within the cluster's CPUs, and one worker
-    never asks for more CPUs than its largest node has: Ray would wait
-    forever for a node that can place it.
+    Workers × CPUs per worker stays within the cluster's CPUs. One worker
+    never requests more CPUs than the largest node has, because Ray would
+    wait forever for a node that can place it.
     """
     total, largest = _cluster_cpus()
     if total < 1 or largest < 1:
@@ -161,6 +165,16 @@ def cpus_per_worker(n_workers: int) -> int:
             f"{ray.cluster_resources()}). Start Ray with num_cpus of at least 1."
         )
     return max(1, min(largest, total // max(1, n_workers)))
+
+
+def check_max_retries(value) -> int:
+    """Return ``value`` when it is a valid Ray ``max_retries``; raise ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(
+            f"max_retries must be an int >= 0, or -1 to retry forever, got {value!r}. "
+            "Pass it as backend_options={'max_retries': 3}."
+        )
+    return value
 
 
 def _raise_task_error(exc, block_text):
@@ -205,14 +219,15 @@ class RayBackend(Backend):
     name = "ray"
     in_process = False
 
-    def __init__(self, n_workers=1, *, max_retries=3, **options):
+    def __init__(self, n_workers=1, *, max_retries=DEFAULT_MAX_RETRIES, **options):
         require_ray_session()
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
-            raise ValueError(
-                f"max_retries must be an int >= 0, or -1 to retry forever, got {max_retries!r}."
+        if options:
+            raise TypeError(
+                f"Unknown backend_options for the ray backend: {sorted(options)}. "
+                "The ray backend accepts max_retries."
             )
-        super().__init__(n_workers, **options)
-        self.max_retries = max_retries
+        super().__init__(n_workers)
+        self.max_retries = check_max_retries(max_retries)
         self.cpus_per_task = cpus_per_worker(n_workers)
         self._remote = _REMOTE_RUN_TASK.options(
             num_cpus=self.cpus_per_task, max_retries=max_retries
@@ -255,8 +270,8 @@ class RayBackend(Backend):
                     block = pending.pop(ref)
                     yield block, self._result(ref, block)
         except BaseException as exc:
-            # On KeyboardInterrupt the running tasks are killed at once;
-            # after an estimator error they stop at their next Python line.
+            # On KeyboardInterrupt the running tasks are killed at once. After
+            # an estimator error they stop at their next Python line.
             force = not isinstance(exc, Exception)
             for ref in pending:
                 ray.cancel(ref, force=force)
@@ -287,11 +302,11 @@ def _fits_object_store(X) -> bool:
 
 @dataclass(frozen=True)
 class ScorerArgs:
-    """What :func:`score_batch` does with each batch of a Ray Dataset."""
+    """Settings of :func:`score_batch` for one run over a Ray Dataset."""
 
     method: str
     kwargs: dict
-    #: Columns to score, by name; None scores every column in order.
+    #: Columns to score, by name. None scores every column in order.
     feature_names: list | None
     #: ``n_features_in_`` of the estimator, or None when it has none.
     n_features: int | None
@@ -303,7 +318,7 @@ class ScorerArgs:
 
 
 def score_batch(batch, model_ref, args: ScorerArgs):
-    """Score one batch of a Ray Dataset; the ``map_batches`` function.
+    """Score one batch of a Ray Dataset, as the function that ``map_batches`` calls.
 
     The model is resolved through the kernel's per-process cache, so each
     Ray worker process deserialises it once, and the pooled workers stay warm
@@ -321,7 +336,7 @@ def score_batch(batch, model_ref, args: ScorerArgs):
     if isinstance(out, EmptyOutput):
         meta = meta_from_attributes(estimator, args.method)
         # NOTE: without a meta from fitted attributes (regressors,
-        # transformers) an empty batch returns no output columns; Ray Data
+        # transformers), an empty batch returns no output columns. Ray Data
         # takes the schema from the batches that have rows, so only an
         # all-empty Dataset ends up without output columns.
         columns = {} if meta is None else output_columns(estimator, args.method, meta)
@@ -339,8 +354,8 @@ def _batch_rows(batch, args):
         values = arrays[0]
         if values.ndim == 1 and args.n_features == 1:
             return values.reshape(-1, 1)
-        # A tensor column is already 2-D; a 1-D column of an estimator with
-        # no n_features_in_ (a text pipeline) stays 1-D.
+        # A tensor column is already 2-D. A 1-D column of an estimator
+        # without n_features_in_ (a text pipeline) stays 1-D.
         return values
     return np.column_stack(arrays)
 
@@ -426,19 +441,20 @@ def _dataset_feature_columns(estimator, X, keep_columns):
     """Return the columns to score (None: all but the kept ones), checked against the fit."""
     schema = X.schema()
     columns = None if schema is None else [str(c) for c in schema.names]
+    if columns is None:
+        return _fitted_names(estimator)
     owner = type(estimator).__name__
-    missing_kept = [] if columns is None else [c for c in keep_columns if c not in columns]
+
+    missing_kept = [c for c in keep_columns if c not in columns]
     if missing_kept:
         raise ValueError(
             f"keep_columns {missing_kept} not found in the Ray Dataset, which has columns "
             f"{columns[:8]}. Pass names of existing columns."
         )
-    if columns is not None:
-        columns = [c for c in columns if c not in keep_columns]
-    fitted = getattr(estimator, "feature_names_in_", None)
+
+    fitted = _fitted_names(estimator)
     if fitted is not None:
-        fitted = [str(c) for c in fitted]
-        missing = [] if columns is None else [c for c in fitted if c not in columns]
+        missing = [c for c in fitted if c not in columns]
         if missing:
             raise ValueError(
                 f"The Ray Dataset is missing {len(missing)} column(s) that {owner} was "
@@ -446,15 +462,22 @@ def _dataset_feature_columns(estimator, X, keep_columns):
                 "rename columns so that the fitted names are present."
             )
         return fitted
+
+    scored = [c for c in columns if c not in keep_columns]
     n_features = getattr(estimator, "n_features_in_", None)
-    if columns is not None and n_features is not None and len(columns) not in (1, n_features):
+    if n_features is not None and len(scored) not in (1, n_features):
         raise ValueError(
-            f"The Ray Dataset has {len(columns)} columns ({columns[:8]}), but {owner} was "
-            f"fitted with {n_features} features and no feature names, so every column is "
-            f"scored in order. Select the {n_features} feature columns first, for "
-            "example with ds.select_columns([...])."
+            f"The Ray Dataset has {len(scored)} columns to score ({scored[:8]}), but "
+            f"{owner} was fitted with {n_features} features and no feature names, so "
+            f"every column but keep_columns is scored in order. Select the {n_features} "
+            "feature columns first, for example with ds.select_columns([...])."
         )
     return None
+
+
+def _fitted_names(estimator):
+    names = getattr(estimator, "feature_names_in_", None)
+    return None if names is None else [str(c) for c in names]
 
 
 def _ordered_copy(X):
@@ -466,8 +489,8 @@ def _ordered_copy(X):
     setting ``preserve_order`` on X's own context would change the user's
     other pipelines too.
     """
-    # NOTE: Dataset.copy(_deep_copy=True) is the only way in Ray 2.60 to give
-    # a Dataset its own DataContext; it is public but not documented.
+    # NOTE: Ray 2.60 documents no way to give a Dataset its own DataContext.
+    # Dataset.copy(_deep_copy=True) does it, but it is not documented.
     ordered = ray.data.Dataset.copy(X, _deep_copy=True)
     ordered.context.execution_options.preserve_order = True
     # Without this, Ray Data replaces the estimator's exception with a
@@ -501,11 +524,13 @@ def run_ray_dataset(
         Name of the post-fit method.
     X : ray.data.Dataset
         The rows to score. With fitted feature names, those columns are
-        scored (others are ignored); without, every column is, in order, and
-        a single tensor column is one row of features per row.
+        scored and others are ignored. Without them, every column but
+        ``keep_columns`` is scored in order, and a single tensor column
+        contains one row of features per row.
     options : RunOptions
-        ``n_jobs`` caps the actors (``-1``: the cores of this machine) and
-        an integer ``block_size`` sets the rows per batch.
+        ``n_jobs`` caps the tasks that run at once (``-1``: the cores of this
+        machine) and an integer ``block_size`` sets the rows per batch.
+        ``backend_options`` must be empty: Ray Data sets its own retries.
     kwargs : dict
         Keyword arguments of the method.
     execute : bool, default=None
@@ -533,6 +558,12 @@ def run_ray_dataset(
             "for example with ds.write_parquet(path)."
         )
     keep = check_column_list(keep_columns, "keep_columns") or []
+    if options.backend_options:
+        raise TypeError(
+            f"backend_options {sorted(options.backend_options)} apply to the ray backend, "
+            "not to a Ray Dataset input, which Ray Data runs with its own settings (its "
+            "DataContext and ray.init). Drop backend_options for Dataset inputs."
+        )
     feature_names = _dataset_feature_columns(estimator, X, keep)
     n_workers = effective_n_workers(options.n_jobs)
     cpus = cpus_per_worker(n_workers)

@@ -293,3 +293,35 @@ def test_planner_one_call_when_processes_do_not_pay(planner):
 def test_planner_keeps_memory_budget(planner, monkeypatch):
     monkeypatch.setattr(_plan, "BLOCK_MEMORY_FACTOR", 10**6)
     assert planner(10_000, seconds_per_row=1e-9, memory_budget="1GB") == ["sequential"]
+
+
+def _thread_pools(estimator, rows):
+    from threadpoolctl import threadpool_info
+
+    return sorted({(pool["user_api"], pool["num_threads"]) for pool in threadpool_info()})
+
+
+@pytest.mark.parametrize("backend_class", [ThreadingBackend, LokyBackend])
+def test_workers_times_inner_threads_within_cores(backend_class):
+    from postfit._kernel import Block
+    from postfit._runner import execute_blocks
+
+    backend = backend_class(2)
+    blocks = [Block(i, i, i + 1, np.zeros((1, 1))) for i in range(6)]
+    seen = []
+    try:
+        execute_blocks(
+            backend,
+            None,
+            _thread_pools,
+            blocks,
+            on_result=lambda block, pools: seen.append(pools),
+            max_in_flight=4,
+            n_cores=2,
+        )
+    finally:
+        backend.close()
+    assert len(seen) == 6
+    for pools in seen:
+        assert pools, "no BLAS or OpenMP pool found"
+        assert {threads for _, threads in pools} == {1}, pools

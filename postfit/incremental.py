@@ -405,7 +405,7 @@ class Incremental(ParallelPostFit):
         if y is None and get_tags(estimator).target_tags.required:
             raise ValueError(
                 f"{type(estimator).__name__} requires y to be passed, but the target y is "
-                "None. Pass y, or the name of the column of X that holds it."
+                "None. Pass y, or the name of the column of X that contains it."
             )
         if "classes" in stream.whole_params or not _needs_classes(estimator):
             return
@@ -418,8 +418,15 @@ class Incremental(ParallelPostFit):
             raise ValueError("X has no rows to train on (0 blocks). Pass a non-empty input to fit.")
         budget = _plan.parse_memory_budget(options.memory_budget)
         monitor = _EarlyStopping(self.tol, self.n_iter_no_change, self.early_stopping)
+        logger.info(
+            "training %s on %d blocks for up to %d epoch(s)",
+            type(self.estimator_).__name__,
+            stream.n_blocks,
+            n_epochs,
+        )
         started = time.perf_counter()
         rows = 0
+        epochs_run = 0
 
         from tqdm.auto import tqdm
 
@@ -434,9 +441,11 @@ class Incremental(ParallelPostFit):
                 order = self._block_order(stream.n_blocks, rng)
                 rows = self._run_epoch(stream, order, rng, budget, bar)
                 self.n_iter_ = self.__dict__.get("n_iter_", 0) + 1
+                epochs_run += 1
                 if validation is None:
                     continue
-                score = float(self.score(validation[0], validation[1], validation[2]))
+                X_val, y_val, weights_val = validation
+                score = float(self.score(X_val, y_val, sample_weight=weights_val))
                 self.epoch_scores_.append(score)
                 logger.debug("epoch %d: validation score %.6g", epoch + 1, score)
                 if monitor.should_stop(score):
@@ -445,12 +454,13 @@ class Incremental(ParallelPostFit):
 
         elapsed = time.perf_counter() - started
         logger.info(
-            "trained %s on %d rows in %d blocks for %d epoch(s) in %.3f s",
+            "trained %s on %d rows in %d blocks for %d epoch(s) in %.3f s (%.0f rows/s)",
             type(self.estimator_).__name__,
             rows,
             stream.n_blocks,
-            self.n_iter_,
+            epochs_run,
             elapsed,
+            rows * epochs_run / max(elapsed, 1e-9),
         )
 
     def _block_order(self, n_blocks, rng):

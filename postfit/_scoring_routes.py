@@ -185,6 +185,13 @@ def _source_features(source, estimator, target):
             )
         return features, False
     features = [name for name in (source.columns or names) if name != target]
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and len(features) != expected:
+        raise ValueError(
+            f"The input has {len(features)} feature columns ({features}) besides the "
+            f"target, but {type(estimator).__name__} was fitted with {expected} features. "
+            "Choose the feature columns with columns=."
+        )
     return features, True
 
 

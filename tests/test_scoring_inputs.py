@@ -487,3 +487,15 @@ def test_sparse_input(iris):
     model = LogisticRegression(max_iter=1000).fit(X_sparse, y)
     got = ParallelPostFit(model, scoring=FIVE_METRICS, block_size=16).score(X_sparse, y)
     _assert_scores_equal(got, _oracle(model, FIVE_METRICS, X_sparse, y))
+
+
+def test_parquet_feature_count_checked_first(iris, tmp_path):
+    _, X, y = iris
+    model = CountingLogisticRegression(max_iter=1000).fit(X.to_numpy()[:, :3], y)
+    CountingLogisticRegression.calls = {}
+    path = tmp_path / "iris.parquet"
+    X.assign(target=y).to_parquet(path)
+    wrapper = ParallelPostFit(model, scoring="accuracy")
+    with pytest.raises(ValueError, match="4 feature columns .* fitted with 3 features"):
+        wrapper.score(postfit.io.read_parquet(path), "target")
+    _assert_not_called(model)

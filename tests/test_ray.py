@@ -9,6 +9,7 @@ workers' import path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import ray
 import ray.data
@@ -27,6 +29,7 @@ from _oracle import assert_same_output, call_oracle, fitted, make_input, trainin
 from conftest import require_loopback_only
 from sklearn.linear_model import LogisticRegression
 
+import postfit
 from postfit import ParallelPostFit
 from postfit.backends import _REGISTRY, get_backend
 from postfit.exceptions import WorkerCrashedError
@@ -81,6 +84,20 @@ def ray_session():
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.mark.cluster
+def test_ray_listens_on_loopback_only(ray_session):
+    processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    addresses = set()
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    addresses.add(conn.laddr.ip)
+
+    assert addresses, "found no listening Ray process"
+    assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
 
 
 # Estimators that report from the worker ---------------------------------
@@ -183,6 +200,23 @@ def test_backend_keeps_sparse_output(ray_session, tmp_path, kind):
     wrapper = ParallelPostFit(estimator, backend="ray", block_size=BLOCK_SIZE)
 
     assert_same_output(wrapper.transform(X), estimator.transform(X), exact=True)
+
+
+@pytest.mark.cluster
+def test_backend_scores_parquet_source(ray_session, tmp_path):
+    estimator = fitted("logistic", frame=True)
+    X, _ = training_data(CASES["logistic"], frame=True)
+    X.to_parquet(tmp_path / "in.parquet", row_group_size=BLOCK_SIZE)
+    source = postfit.read_parquet(tmp_path / "in.parquet")
+    wrapper = ParallelPostFit(estimator, backend="ray", n_jobs=N_CPUS, block_size=BLOCK_SIZE)
+
+    proba = wrapper.predict_proba(source)
+    result = wrapper.predict(source, output=tmp_path / "labels")
+    written = pd.read_parquet(result.path)
+
+    assert_same_output(proba, estimator.predict_proba(source.read()))
+    assert list(written.columns) == ["prediction"]
+    np.testing.assert_array_equal(written["prediction"].to_numpy(), estimator.predict(X))
 
 
 @pytest.mark.cluster

@@ -298,13 +298,13 @@ def _run_score(args):
         raise UsageError(
             f"Target column {args.target!r} not found in the input, which has columns {names}."
         )
-    target = _open_inputs(args.inputs, args.input_format, [args.target]).read()[args.target]
     scoring = args.scoring or _default_scoring(model)
     if isinstance(scoring, list) and len(scoring) == 1:
         scoring = scoring[0]
     wrapper = _wrapper(model, args, scoring=scoring)
     try:
-        value = wrapper.score(source, target)
+        # The target column is read with the features of each block, once.
+        value = wrapper.score(source, args.target)
     except ValueError as exc:
         if "scoring" in str(exc).lower() or "scorer" in str(exc).lower():
             raise UsageError(str(exc)) from exc

@@ -325,3 +325,31 @@ def test_workers_times_inner_threads_within_cores(backend_class):
     for pools in seen:
         assert pools, "no BLAS or OpenMP pool found"
         assert {threads for _, threads in pools} == {1}, pools
+
+
+class WarnsPerCall(RegressorMixin, BaseEstimator):
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict(self, X):
+        import warnings
+
+        warnings.warn(f"scored {len(X)} rows", RuntimeWarning, stacklevel=2)
+        return np.zeros(len(X))
+
+
+def test_loky_reraises_worker_warnings_in_caller():
+    X = np.zeros((30, 2))
+    wrapper = ParallelPostFit(WarnsPerCall().fit(X), backend="loky", n_jobs=2, block_size=10)
+    with pytest.warns(RuntimeWarning, match="scored 10 rows") as record:
+        wrapper.predict(X)
+    assert len(record) == 3
+
+
+def test_loky_worker_warning_as_error_names_block():
+    X = np.zeros((30, 2))
+    wrapper = ParallelPostFit(WarnsPerCall().fit(X), backend="loky", n_jobs=2, block_size=10)
+    with pytest.raises(RuntimeWarning, match="scored 10 rows") as info:
+        wrapper.predict(X)
+    assert info.value.__notes__[0].startswith("postfit: raised while scoring block")

@@ -16,8 +16,6 @@ The cross product is covered in three slices to stay fast:
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,16 +63,6 @@ def input_for(case, kind, tmp_path, rows=None):
 
 def check_against_oracle(estimator, method, X, exact=False, **wrapper_options):
     """Assert that the wrapper's ``method`` matches the estimator's own, or its error."""
-    if wrapper_options.get("backend") == "loky":
-        # Warnings raised in worker processes stay there, so the oracle must
-        # not turn numerical warnings (log of a zero probability) into errors.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return _check_against_oracle(estimator, method, X, exact, wrapper_options)
-    return _check_against_oracle(estimator, method, X, exact, wrapper_options)
-
-
-def _check_against_oracle(estimator, method, X, exact, wrapper_options):
     status, expected = call_oracle(estimator, method, X)
     wrapper = ParallelPostFit(estimator, **wrapper_options)
     if status == "error":

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 
 import cloudpickle
 import numpy as np
@@ -98,12 +99,32 @@ class _SharedArraySlicer(InputSlicer):
         return SharedRows(self.path, start, stop, self.layout)
 
 
+def call_recording_warnings(func, block):
+    """Return ``(func(block), warnings)`` with the warnings raised during the call.
+
+    Runs in a worker process, which scores one block at a time, so the
+    process-wide ``catch_warnings`` cannot catch another block's warnings.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        # Record every warning: the caller's filters decide what is shown.
+        warnings.simplefilter("always")
+        result = func(block)
+    return result, [(w.category, str(w.message)) for w in caught]
+
+
+def reraise_warnings(result_and_warnings):
+    """Raise again, in the caller, the warnings recorded in a worker; return the result."""
+    result, caught = result_and_warnings
+    for category, message in caught:
+        warnings.warn(message, category, stacklevel=2)
+    return result
+
+
 class LokyBackend(Backend):
     """Score blocks in ``n_workers`` reusable loky worker processes.
 
-    NOTE: warnings raised by the estimator inside a worker process (a
-    RuntimeWarning for a log of zero, say) stay in that process and are not
-    shown in the caller.
+    Warnings raised inside a worker process are recorded there and raised
+    again in the caller, where the caller's warning filters apply.
     """
 
     name = "loky"
@@ -161,7 +182,11 @@ class LokyBackend(Backend):
                 executor.shutdown(wait=True, kill_workers=True)
 
         yield from bounded_imap(
-            lambda block: executor.submit(func, block), blocks, max_in_flight, on_error=stop_workers
+            lambda block: executor.submit(call_recording_warnings, func, block),
+            blocks,
+            max_in_flight,
+            on_error=stop_workers,
+            unwrap=reraise_warnings,
         )
 
     def _cleanup(self):

@@ -20,12 +20,13 @@ def _drain(pending, first_only):
     return [future for future in pending if future in done]
 
 
-def bounded_imap(submit, blocks, max_in_flight, on_error=None):
+def bounded_imap(submit, blocks, max_in_flight, on_error=None, unwrap=None):
     """Submit blocks through ``submit`` with at most ``max_in_flight`` pending.
 
-    Yields ``(block, result)`` as futures finish. On an error, the pending
-    futures are cancelled, ``on_error(exc)`` runs, and the error is raised
-    with its block attached.
+    Yields ``(block, result)`` as futures finish, where ``result`` is
+    ``unwrap(future.result())`` when ``unwrap`` is given. On an error, the
+    pending futures are cancelled, ``on_error(exc)`` runs, and the error is
+    raised with its block attached.
     """
     pending = {}
     blocks = iter(blocks)
@@ -44,6 +45,8 @@ def bounded_imap(submit, blocks, max_in_flight, on_error=None):
                 block = pending.pop(future)
                 with attach_block(block):
                     result = future.result()
+                    if unwrap is not None:
+                        result = unwrap(result)
                 yield block, result
     except BaseException as exc:
         for future in pending:

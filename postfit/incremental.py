@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import assert_all_finite
 
 from . import _plan
@@ -621,6 +621,10 @@ def _find_classes(X, y, stream):
     if np.ndim(values) == 2 and np.shape(values)[1] == 1:
         # scikit-learn classifiers ravel a one-column y, with a DataConversionWarning.
         values = np.ravel(values)
+    if np.ndim(values) == 2 and type_of_target(values) == "multilabel-indicator":
+        # The classes of a label indicator matrix are its column numbers, which is
+        # what MLPClassifier.partial_fit checks them against.
+        return unique_labels(values)
     if np.ndim(values) != 1:
         raise ValueError(
             f"classes cannot be found from a y of shape {np.shape(values)}. "

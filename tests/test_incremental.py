@@ -605,6 +605,15 @@ def test_given_classes_used_as_they_are():
     np.testing.assert_array_equal(model.classes_, np.arange(12))
 
 
+def test_multilabel_classes_found():
+    X, y = digits()
+    Y = np.column_stack([y % 2, y > 4, y == 0]).astype(int)
+    model = Incremental(MLPClassifier(hidden_layer_sizes=(4,), random_state=0), block_size=BLOCK)
+    model.fit(X, Y)
+    np.testing.assert_array_equal(model.classes_, np.arange(3))
+    assert model.predict(X[:5]).shape == (5, 3)
+
+
 def test_classes_of_two_dimensional_y_must_be_given():
     X, y = digits()
     Y = np.column_stack([y, y])

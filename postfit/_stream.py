@@ -2,10 +2,10 @@
 
 :class:`BlockStream` turns the inputs of ``Incremental.fit`` into numbered
 blocks that can be loaded one at a time, in any order, as often as the epochs
-need. X decides where blocks start and stop: in-memory inputs are cut into
-ranges of ``block_size`` rows, a Dask collection keeps its own chunks or
-partitions, and a postfit file source is cut by the source into blocks of
-about ``block_size`` rows at row group boundaries. y and the
+need. X decides where blocks start and stop. In-memory inputs are cut into
+ranges of ``block_size`` rows, and a Dask collection keeps its own chunks or
+partitions. A postfit file source cuts itself into blocks of about
+``block_size`` rows at row group boundaries. y and the
 per-sample fit parameters (``sample_weight`` and any other array with one
 entry per row) are then cut at the same rows, whatever their own chunking:
 
@@ -303,7 +303,7 @@ class BlockStream:
         Targets, or the name of a column of X that contains them.
     fit_params : dict
         Parameters of ``partial_fit``. ``sample_weight`` and every other
-        array with one entry per row of X are cut with X; ``classes`` and
+        array with one entry per row of X are cut with X. ``classes`` and
         all other values are passed whole to every call.
     block_size : int or "auto"
         Rows per block of an in-memory X or a file source, and of a Dask

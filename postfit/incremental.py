@@ -292,7 +292,7 @@ class Incremental(ParallelPostFit):
         **fit_params : dict
             Passed to ``estimator.partial_fit``. ``sample_weight`` and any
             other array with one entry per row of X is cut into blocks with
-            X; other values, such as ``classes``, are passed whole to every
+            X. Other values, such as ``classes``, are passed whole to every
             call. ``classes`` is found from y when the estimator needs it and
             it is not given.
 

@@ -410,11 +410,12 @@ class BlockStream:
 
         values = {}
         for name, companion in self.companions.items():
-            if isinstance(companion, _MemoryRows):
+            in_memory = isinstance(companion, _MemoryRows)
+            if in_memory:
                 values[name] = take_rows(companion.values, *self.x_part.row_ranges()[i])
             else:
                 values[name] = computed[name]
-            self._check_rows(i, name, values[name], X_block)
+            self._check_rows(i, name, values[name], X_block, in_memory)
 
         if "y" in values:
             y_block = values.pop("y")
@@ -425,8 +426,14 @@ class BlockStream:
         ranges = self.x_part.known_ranges()
         return (None, None) if ranges is None else ranges[i]
 
-    def _check_rows(self, i, name, values, X_block):
+    def _check_rows(self, i, name, values, X_block, in_memory):
         got, expected = _length(values), n_rows(X_block)
+        if got != expected and in_memory:
+            raise ValueError(
+                f"Block {i} of X has {expected} rows, but {got} rows were counted for it "
+                f"when {name} was cut into blocks. The input changed during training; "
+                "pass an input that stays the same until fit returns."
+            )
         if got != expected:
             raise ValueError(
                 f"Block {i} of X has {expected} rows, but the same block of {name} has {got}. "

@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 import postfit
 from postfit import ParallelPostFit
 from postfit.backends import _REGISTRY, get_backend
-from postfit.exceptions import WorkerCrashedError
+from postfit.exceptions import BlockError, WorkerCrashedError
 
 # Ray 2.60's own DataContext() assigns its deprecated fields (such as
 # use_push_based_shuffle) while initialising, which warns for every new or
@@ -418,6 +418,21 @@ def test_dataset_filtered_to_empty_blocks(ray_session):
     expected = estimator.predict_proba(kept)
     np.testing.assert_allclose(lazy.to_numpy(dtype=np.float64), expected, rtol=1e-12, atol=0)
     assert_same_output(got, expected)
+
+
+@pytest.mark.cluster
+def test_dataset_all_empty_uses_meta(ray_session):
+    from ray.data.expressions import col
+
+    estimator = fitted("ridge")
+    X, _ = training_data(CASES["ridge"])
+    dataset = _dataset(X).filter(expr=col("data").is_null())
+
+    got = ParallelPostFit(estimator, predict_meta=np.float64).predict(dataset, execute=True)
+
+    assert_same_output(got, np.empty(0, dtype=np.float64))
+    with pytest.raises(BlockError, match="Pass a meta"):
+        ParallelPostFit(estimator).predict(dataset, execute=True)
 
 
 @pytest.mark.cluster

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 from .._blocks import EmptyOutput, OutputCollector, n_rows, output_rows
 from .._errors import add_note, attach_block
 from .._kernel import ModelRef, call_method, limit_threads, resolve_model
-from .._meta import meta_from_attributes
+from .._meta import meta_from_attributes, normalize_user_meta
 from ..exceptions import BlockError, WorkerCrashedError
 from ._base import Backend, InputSlicer, effective_n_workers
 
@@ -82,7 +82,7 @@ def require_ray_session() -> None:
         raise RuntimeError(
             "backend='ray' and Ray Dataset inputs need a running Ray session, but "
             "ray.init() has not been called in this process. Call ray.init() for a "
-            "local Ray, or ray.init(address=...) to join a cluster, before scoring; "
+            "local Ray, or ray.init(address=...) to join a cluster, before scoring. "
             "postfit does not start Ray itself."
         )
 
@@ -152,7 +152,7 @@ def _cluster_cpus() -> tuple[int, int]:
 
 
 def cpus_per_worker(n_workers: int) -> int:
-    """Return how many CPUs each of ``n_workers`` tasks or actors reserves.
+    """Return how many CPUs each of ``n_workers`` tasks reserves.
 
     Workers × CPUs per worker stays within the cluster's CPUs. One worker
     never requests more CPUs than the largest node has, because Ray would
@@ -209,7 +209,7 @@ class RayBackend(Backend):
     Parameters
     ----------
     n_workers : int, default=1
-        Tasks that run at once; each reserves ``cluster CPUs // n_workers``
+        Tasks that run at once. Each reserves ``cluster CPUs // n_workers``
         CPUs (at least one), which is also its BLAS and OpenMP thread limit.
     max_retries : int, default=3
         How many times Ray reruns a task whose worker process died. Errors
@@ -271,7 +271,7 @@ class RayBackend(Backend):
                     yield block, self._result(ref, block)
         except BaseException as exc:
             # On KeyboardInterrupt the running tasks are killed at once. After
-            # an estimator error they stop at their next Python line.
+            # an estimator error, ray.cancel raises KeyboardInterrupt inside them.
             force = not isinstance(exc, Exception)
             for ref in pending:
                 ray.cancel(ref, force=force)
@@ -591,7 +591,12 @@ def run_ray_dataset(
         return scored
     if not pickled_output:
         return _run_dataset(lambda: _to_frame(scored))
-    return _collect(scored, wrapper._meta_for(method) or meta_from_attributes(estimator, method))
+    user_meta = wrapper._meta_for(method)
+    if user_meta is not None:
+        meta = normalize_user_meta(user_meta)
+    else:
+        meta = meta_from_attributes(estimator, method)
+    return _collect(scored, meta)
 
 
 def _collect(scored, meta):
@@ -625,7 +630,9 @@ def _run_dataset(execute):
 def _user_error(exc):
     """Return the RayTaskError that carries the estimator's exception, when there is one."""
     seen = exc
-    while seen is not None:
+    visited = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
         if isinstance(seen, ray.exceptions.RayTaskError) and not isinstance(
             seen.cause, ray.exceptions.RayError
         ):

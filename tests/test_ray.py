@@ -502,6 +502,17 @@ def test_dataset_missing_fitted_column(ray_session):
 
 
 @pytest.mark.cluster
+def test_dataset_wrong_column_count(ray_session):
+    estimator = fitted("logistic")
+    X, _ = training_data(CASES["logistic"], frame=True)
+
+    with pytest.raises(ValueError, match="has 3 columns to score.*fitted with 8 features"):
+        ParallelPostFit(estimator).predict(_dataset(X.iloc[:, :3]))
+    with pytest.raises(ValueError, match=r"keep_columns \['id'\] not found"):
+        ParallelPostFit(estimator).predict(_dataset(X), keep_columns=["id"])
+
+
+@pytest.mark.cluster
 def test_dataset_rejects_output_path(ray_session, tmp_path):
     estimator = fitted("logistic", frame=True)
     X, _ = training_data(CASES["logistic"], frame=True)

@@ -17,10 +17,10 @@ worker reads its rows and writes its output itself.
 
 A Ray Dataset input gets a lazy Dataset back: ``map_batches`` with a
 function that resolves the same model reference through the same cache. Ray
-tasks rather than an actor pool run it: the pooled worker processes keep the
-model and their imports between runs, where each run would start new actor
-processes, and Ray Data can fuse the scoring with the tasks that read the
-input.
+tasks run it rather than an actor pool, because the pooled worker processes
+keep the model and their imports between runs, where each run would start
+new actor processes. Ray Data can also fuse the scoring with the tasks that
+read the input.
 """
 
 from __future__ import annotations

@@ -632,7 +632,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             Targets, or the name of a column of X that holds them.
         sample_weight : array-like of shape (n_samples,), default=None
         execute : bool, default=None
-            False returns a lazy score for lazy inputs.
+            False returns a lazy (Dask) score. None or True compute the score
+            now, for lazy inputs too, as dask-ml's and Mars's ``score`` do.
         compute : bool, default=True
             dask-ml's name for ``execute``; False keeps the score lazy.
 
@@ -643,6 +644,6 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         """
         from .scoring import score
 
-        if execute is None and compute is False:
-            execute = False
+        if execute is None:
+            execute = bool(compute)
         return score(self, X, y, sample_weight=sample_weight, execute=execute)

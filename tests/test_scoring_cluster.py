@@ -40,7 +40,7 @@ def _assert_matches(got, model, X, y, **kwargs):
 def test_lazy_frame_score_on_cluster(iris, dask_client):  # noqa: F811
     model, X, y = iris
     frame = dd.from_pandas(X.assign(target=y), npartitions=5)
-    lazy = ParallelPostFit(model, scoring=SCORING).score(frame, "target")
+    lazy = ParallelPostFit(model, scoring=SCORING).score(frame, "target", execute=False)
     got = dask_client.compute(lazy).result()
     _assert_matches(got, model, X, y)
 

@@ -313,9 +313,18 @@ def sync_dask():
 def test_dask_frame_target_column_is_lazy(iris, sync_dask):
     model, X, y = iris
     frame = dd.from_pandas(X.assign(target=y), npartitions=4)
-    lazy = ParallelPostFit(model, scoring=FIVE_METRICS).score(frame, "target")
+    lazy = ParallelPostFit(model, scoring=FIVE_METRICS).score(frame, "target", execute=False)
     assert isinstance(lazy, Delayed)
     _assert_scores_equal(lazy.compute(), _oracle(model, FIVE_METRICS, X, y))
+
+
+def test_dask_score_computes_by_default(iris, sync_dask):
+    # dask-ml's and Mars's score return a number for lazy inputs unless told otherwise.
+    model, X, y = iris
+    frame = dd.from_pandas(X.assign(target=y), npartitions=4)
+    got = ParallelPostFit(model, scoring=FIVE_METRICS).score(frame, "target")
+    assert isinstance(got, dict)
+    _assert_scores_equal(got, _oracle(model, FIVE_METRICS, X, y))
 
 
 def test_dask_frame_and_series(iris, sync_dask):

@@ -271,3 +271,33 @@ def test_array_like_input_converted(classification):
     estimator = LogisticRegression().fit(X, y)
     wrapper = ParallelPostFit(estimator, backend="threading", block_size=25)
     np.testing.assert_array_equal(wrapper.predict(ArrayLike(X)), estimator.predict(X))
+
+
+def test_progress_bar_counts_rows(classification, capsys):
+    X, y = classification
+    estimator = LogisticRegression().fit(X, y)
+    wrapper = ParallelPostFit(estimator, backend="threading", block_size=50, progress=True)
+    np.testing.assert_array_equal(wrapper.predict(X), estimator.predict(X))
+    err = capsys.readouterr().err
+    assert "300/300" in err
+    assert "rows" in err
+
+
+def test_no_output_without_progress(classification, capsys):
+    X, y = classification
+    estimator = LogisticRegression().fit(X, y)
+    ParallelPostFit(estimator, backend="threading", block_size=50).predict(X)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out == ""
+
+
+def test_plan_and_run_logged(classification, caplog):
+    X, y = classification
+    estimator = LogisticRegression().fit(X, y)
+    wrapper = ParallelPostFit(estimator, backend="threading", n_jobs=2, block_size=50)
+    with caplog.at_level("DEBUG", logger="postfit"):
+        wrapper.predict(X)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("backend=threading workers=2 block_size=50" in m for m in messages), messages
+    assert any(m.startswith("predict: 300 rows in") for m in messages), messages

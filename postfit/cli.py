@@ -267,11 +267,11 @@ def _run_predict(args):
         resume=args.resume,
         keep_columns=args.keep_columns,
     )
-    resumed = f", {result.n_resumed} parts kept from the earlier run" if result.n_resumed else ""
+    resumed = f", {result.n_resumed} kept from the earlier run" if result.n_resumed else ""
     print(
-        f"{args.method}: wrote {result.n_rows} rows to {result.path} ({result.format}, "
-        f"{result.n_blocks} parts{resumed}) in {result.seconds:.2f} s "
-        f"({result.rows_per_second:,.0f} rows/s)"
+        f"{args.method}: scored {result.n_scored} rows in {result.seconds:.2f} s "
+        f"({result.rows_per_second:,.0f} rows/s); {result.path} holds {result.n_rows} rows "
+        f"({result.format}, {result.n_blocks} parts{resumed})"
     )
     return EXIT_OK
 

@@ -455,6 +455,7 @@ def _execute(
             path=store.url,
             format=store.format,
             n_rows=total,
+            n_scored=rows,
             n_blocks=len(blocks),
             n_resumed=len(blocks) - len(todo),
             seconds=seconds,

@@ -71,16 +71,25 @@ class OutputLockedError(RuntimeError):
 class WriteResult:
     """Summary of a run that wrote its output to files."""
 
+    #: Where the output is.
     path: str
+    #: Its format: ``"parquet"``, ``"csv"``, ``"npy"`` or ``"zarr"``.
     format: str
+    #: Rows in the output, resumed parts included.
     n_rows: int
+    #: Rows scored by this run; fewer than ``n_rows`` when it resumed.
+    n_scored: int
+    #: Blocks (part files) of the whole run.
     n_blocks: int
+    #: Blocks finished by an earlier run and not scored again.
     n_resumed: int
+    #: Seconds this run spent scoring.
     seconds: float
 
     @property
     def rows_per_second(self) -> float:
-        return self.n_rows / max(self.seconds, 1e-9)
+        """Rows scored by this run per second."""
+        return self.n_scored / max(self.seconds, 1e-9)
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,10 @@ class OutputCollector:
             return
         if self._prototype is None:
             self._prototype = empty_like(out)
-        if self._fits_array(out, start, stop):
+        if start == 0 and stop == self.n_rows and not self._parts and self._array is None:
+            # One block holds every row: keep its output as it is, without a copy.
+            self._parts[block_index] = out
+        elif self._fits_array(out, start, stop):
             self._write_array(block_index, start, stop, out)
         else:
             self._parts[block_index] = out

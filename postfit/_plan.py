@@ -157,7 +157,7 @@ def estimate_row_nbytes(X) -> int:
         X = X.csr
     rows = _rows(X)
     if isinstance(X, np.ndarray):
-        width = int(np.prod(X.shape[1:])) if X.ndim > 1 else 1
+        width = math.prod(X.shape[1:])
         itemsize = 64 if X.dtype.hasobject else X.dtype.itemsize
         return max(1, width * itemsize)
     if rows == 0:

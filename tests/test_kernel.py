@@ -270,3 +270,10 @@ def test_meta_without_rows_or_attributes_raises():
     transformer = PowerTransformer().fit(np.eye(3))
     with pytest.raises(ValueError, match="Pass transform_meta="):
         infer_meta(transformer, "transform")
+
+
+def test_collector_keeps_single_block_output_without_copy():
+    out = np.arange(12.0).reshape(4, 3)
+    collector = OutputCollector(4)
+    collector.add(0, 0, 4, out)
+    assert collector.result() is out

@@ -108,15 +108,15 @@ def restore_feature_names(estimator, data, start):
     The driver has already warned once that the input lacks feature names;
     restoring them here keeps scikit-learn from repeating that warning for
     every block. A NumPy block is wrapped without a copy. A list of rows is
-    first converted with ``np.asarray``, as scikit-learn converts it. A CSR or
-    CSC block becomes a frame of sparse columns, which scikit-learn turns back
+    first converted with ``np.asarray``, as scikit-learn converts it. A sparse
+    block becomes a frame of sparse columns, which scikit-learn turns back
     into a sparse matrix.
     """
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
         return data
     rows = np.asarray(data) if isinstance(data, (list, tuple)) else data
-    is_sparse = sp.issparse(rows) and rows.format in ("csr", "csc")
+    is_sparse = sp.issparse(rows)
     if not (isinstance(rows, np.ndarray) or is_sparse) or rows.ndim != 2:
         return data
     if rows.shape[1] != len(names):

@@ -124,5 +124,5 @@ def check_input_features(estimator, X):
             UserWarning,
             stacklevel=4,
         )
-        restore_names = not sp.issparse(X) or X.format in ("csr", "csc")
+        restore_names = True
     return X, restore_names

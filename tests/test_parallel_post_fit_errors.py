@@ -81,7 +81,7 @@ def test_reordered_columns_matched_by_name(fitted_on_frame, frame, backend):
 
 
 @pytest.mark.parametrize("backend", ["sequential", "threading"])
-@pytest.mark.parametrize("kind", ["numpy", "list", "csr", "csc"])
+@pytest.mark.parametrize("kind", ["numpy", "list", "csr", "csc", "coo"])
 def test_positional_input_warns_once(fitted_on_frame, frame, kind, backend):
     X = frame[0].to_numpy()
     X_kind = {
@@ -89,6 +89,7 @@ def test_positional_input_warns_once(fitted_on_frame, frame, kind, backend):
         "list": X.tolist(),
         "csr": sp.csr_matrix(X),
         "csc": sp.csc_matrix(X),
+        "coo": sp.coo_matrix(X),
     }[kind]
     wrapper = ParallelPostFit(fitted_on_frame, backend=backend, n_jobs=2, block_size=10)
     with warnings.catch_warnings(record=True) as record:

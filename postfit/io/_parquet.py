@@ -1,10 +1,10 @@
 """Parquet files as a source: one block per row group, or per run of small row groups.
 
-Row groups larger than a block are cut into batches of ``block_rows`` rows
-with ``ParquetFile.iter_batches``; the loader of batch ``k`` decodes and drops
-the ``k`` batches before it, so a row group split into ``m`` blocks is decoded
-about ``m / 2`` times over. Writers that choose row groups of at most a few
-hundred thousand rows avoid that cost.
+Row groups larger than a block are cut into slices of ``block_rows`` rows.
+Parquet cannot decode part of a column chunk, so the loader of each slice
+decodes the row group's columns one at a time and copies out its rows: a row
+group split into ``m`` blocks is decoded ``m`` times over. Writers that choose
+row groups no larger than a block avoid that cost.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -119,17 +120,25 @@ class ParquetPart(TableLoader):
         return table
 
     def _read_batch(self, parquet, columns):
+        # One column chunk at a time, copying out this block's rows, so that
+        # memory holds one column of the row group plus the block, not the
+        # whole row group. pyarrow's iter_batches was measured to hold more.
         size, number = self.batch
-        batches = parquet.iter_batches(
-            batch_size=size, row_groups=self.row_groups, columns=columns, use_threads=False
-        )
-        for i, batch in enumerate(batches):
-            if i == number:
-                return pa.Table.from_batches([batch])
-        raise InvalidFileError(
-            f"{self.path!r} has fewer rows in row group {self.row_groups[0]} than its "
-            "metadata states; the file may have changed since the run was planned."
-        )
+        offset = size * number
+        group = self.row_groups[0]
+        names = columns if columns is not None else parquet.schema_arrow.names
+        rows = None
+        arrays = []
+        for name in names:
+            column = parquet.read_row_group(group, columns=[name], use_threads=False).column(0)
+            part = column.slice(offset, size)
+            if rows is None:
+                rows = pa.array(np.arange(len(part)))
+            arrays.append(part.take(rows))
+            del column
+        if rows is None:
+            return pa.table({})
+        return pa.table(arrays, names=names)
 
 
 class ParquetSource(Source):

@@ -291,7 +291,7 @@ def test_backend_rejects_invalid_options(ray_session, options, error, message):
 
     with pytest.raises(error, match=message):
         wrapper.predict(X)
-    with pytest.raises(TypeError, match="backend_options .* apply to the ray backend"):
+    with pytest.raises(error, match=message):
         wrapper.predict(_dataset(X))
 
 
@@ -490,6 +490,18 @@ def test_dataset_killed_worker_gives_full_output_or_error(ray_session, tmp_path)
     else:
         np.testing.assert_array_equal(got, model.predict(X))
     assert marker.exists(), "no worker was killed"
+
+
+@pytest.mark.cluster
+def test_dataset_killed_worker_raises_after_retries(ray_session, tmp_path):
+    model, X = _iris_model(
+        KillingLogisticRegression, driver_pid=os.getpid(), marker=str(tmp_path / "k"), once=False
+    )
+    # One batch and one retry: Ray starts two worker processes, both killed.
+    wrapper = ParallelPostFit(model, block_size=len(X), backend_options={"max_retries": 1})
+
+    with pytest.raises(WorkerCrashedError, match="a batch of a Ray Dataset"):
+        wrapper.predict(_dataset(X, 1), execute=True)
 
 
 @pytest.mark.cluster

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ import pandas as pd
 import ray
 import ray.data
 import scipy.sparse as sp
+from ray.util.annotations import RayDeprecationWarning
 
 from .._blocks import EmptyOutput, OutputCollector, n_rows, output_rows
 from .._errors import add_note, attach_block
@@ -167,14 +169,19 @@ def cpus_per_worker(n_workers: int) -> int:
     return max(1, min(largest, total // max(1, n_workers)))
 
 
-def check_max_retries(value) -> int:
-    """Return ``value`` when it is a valid Ray ``max_retries``; raise ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+def _check_backend_options(max_retries=DEFAULT_MAX_RETRIES, **unknown) -> int:
+    """Return ``max_retries`` from ``backend_options``, the one option Ray runs accept."""
+    if unknown:
+        raise TypeError(
+            f"Unknown backend_options for the ray backend and Ray Dataset inputs: "
+            f"{sorted(unknown)}. They accept max_retries."
+        )
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < -1:
         raise ValueError(
-            f"max_retries must be an int >= 0, or -1 to retry forever, got {value!r}. "
+            f"max_retries must be an int >= 0, or -1 to retry forever, got {max_retries!r}. "
             "Pass it as backend_options={'max_retries': 3}."
         )
-    return value
+    return max_retries
 
 
 def _raise_task_error(exc, block_text):
@@ -219,15 +226,11 @@ class RayBackend(Backend):
     name = "ray"
     in_process = False
 
-    def __init__(self, n_workers=1, *, max_retries=DEFAULT_MAX_RETRIES, **options):
+    def __init__(self, n_workers=1, **options):
         require_ray_session()
-        if options:
-            raise TypeError(
-                f"Unknown backend_options for the ray backend: {sorted(options)}. "
-                "The ray backend accepts max_retries."
-            )
+        max_retries = _check_backend_options(**options)
         super().__init__(n_workers)
-        self.max_retries = check_max_retries(max_retries)
+        self.max_retries = max_retries
         self.cpus_per_task = cpus_per_worker(n_workers)
         self._remote = _REMOTE_RUN_TASK.options(
             num_cpus=self.cpus_per_task, max_retries=max_retries
@@ -528,9 +531,13 @@ def run_ray_dataset(
         ``keep_columns`` is scored in order, and a single tensor column
         contains one row of features per row.
     options : RunOptions
-        ``n_jobs`` caps the tasks that run at once (``-1``: the cores of this
-        machine) and an integer ``block_size`` sets the rows per batch.
-        ``backend_options`` must be empty: Ray Data sets its own retries.
+        A negative ``n_jobs`` such as ``-1`` lets Ray Data scale the tasks
+        to the whole cluster, one CPU each. Otherwise ``n_jobs`` caps the
+        tasks that run at once, each with an equal share of the cluster's
+        CPUs. An integer ``block_size`` sets the rows per batch, and
+        ``backend_options={"max_retries": n}`` how many times Ray reruns a
+        task whose worker died (3 by default, where Ray Data's own default
+        is to retry forever).
     kwargs : dict
         Keyword arguments of the method.
     execute : bool, default=None
@@ -558,15 +565,9 @@ def run_ray_dataset(
             "for example with ds.write_parquet(path)."
         )
     keep = check_column_list(keep_columns, "keep_columns") or []
-    if options.backend_options:
-        raise TypeError(
-            f"backend_options {sorted(options.backend_options)} apply to the ray backend, "
-            "not to a Ray Dataset input, which Ray Data runs with its own settings (its "
-            "DataContext and ray.init). Drop backend_options for Dataset inputs."
-        )
+    max_retries = _check_backend_options(**options.backend_options)
     feature_names = _dataset_feature_columns(estimator, X, keep)
-    n_workers = effective_n_workers(options.n_jobs)
-    cpus = cpus_per_worker(n_workers)
+    compute, cpus = _dataset_compute(options.n_jobs)
     batch_size = options.block_size if isinstance(options.block_size, int) else "auto"
     pickled_output = execute is True and not keep
     scorer_args = ScorerArgs(
@@ -578,15 +579,25 @@ def run_ray_dataset(
         pickled_output=pickled_output,
         inner_threads=cpus,
     )
-    scored = _ordered_copy(X).map_batches(
-        score_batch,
-        fn_kwargs={"model_ref": put_model(estimator), "args": scorer_args},
-        batch_format="pandas" if feature_names is not None else "numpy",
-        batch_size=batch_size,
-        zero_copy_batch=True,
-        compute=ray.data.TaskPoolStrategy(size=n_workers),
-        num_cpus=cpus,
-    )
+    with warnings.catch_warnings():
+        # NOTE: Ray Data 2.60 retries a map task whose worker died forever by
+        # default, so an estimator that crashes its worker on every try would
+        # hang the run. Passing max_retries as a Ray remote argument is the
+        # only way to bound that, and Ray 2.60 deprecates it without a
+        # replacement (removal announced for 2.64).
+        warnings.filterwarnings(
+            "ignore", message="`ray_remote_args` is deprecated", category=RayDeprecationWarning
+        )
+        scored = _ordered_copy(X).map_batches(
+            score_batch,
+            fn_kwargs={"model_ref": put_model(estimator), "args": scorer_args},
+            batch_format="pandas" if feature_names is not None else "numpy",
+            batch_size=batch_size,
+            zero_copy_batch=True,
+            compute=compute,
+            num_cpus=cpus,
+            max_retries=max_retries,
+        )
     if execute is not True:
         return scored
     if not pickled_output:
@@ -597,6 +608,19 @@ def run_ray_dataset(
     else:
         meta = meta_from_attributes(estimator, method)
     return _collect(scored, meta)
+
+
+def _dataset_compute(n_jobs):
+    """Return the Ray Data compute strategy and the CPUs per task for ``n_jobs``.
+
+    A negative ``n_jobs`` lets Ray Data scale the tasks to the whole cluster,
+    one CPU each. Otherwise ``n_jobs`` (None: 1, as in scikit-learn) caps the
+    tasks that run at once.
+    """
+    n_workers = effective_n_workers(n_jobs)
+    if n_jobs is not None and n_jobs < 0:
+        return ray.data.TaskPoolStrategy(), 1
+    return ray.data.TaskPoolStrategy(size=n_workers), cpus_per_worker(n_workers)
 
 
 def _collect(scored, meta):

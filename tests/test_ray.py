@@ -440,7 +440,7 @@ def test_dataset_keeps_order_when_first_batch_is_slow(ray_session):
     model, X = _iris_model(SlowFirstRowLogisticRegression)
     model.first_row, model.delay = X[0], 1.0
 
-    # The first of six blocks finishes last; its rows must still come first.
+    # The first of six blocks finishes last, but its rows must still come first.
     lazy = ParallelPostFit(model, n_jobs=N_CPUS).predict(_dataset(X, 6))
     got = lazy.to_pandas()["predict"].to_numpy(dtype=object)
 

@@ -417,8 +417,8 @@ def output_columns(estimator, method, out) -> dict:
         return {method: array}
     if array.ndim != 2:
         raise TypeError(
-            f"{type(estimator).__name__}.{method} returned an array of shape {array.shape}; "
-            "a Ray Dataset output needs one or two dimensions. Pass execute=True instead."
+            f"{type(estimator).__name__}.{method} returned an array of shape {array.shape}, "
+            "but a Ray Dataset output needs one or two dimensions. Pass execute=True instead."
         )
     names = _output_names(estimator, method, array.shape[1])
     return {name: array[:, j] for j, name in enumerate(names)}

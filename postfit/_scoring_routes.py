@@ -218,7 +218,7 @@ def score_source(plan, estimator, source, y, sample_weight, options):
         )
     blocks = source.blocks(block_rows, features, keep, as_numpy)
 
-    y_values = None if target is not None else np.asarray(y)
+    y_values = None if target is not None or y is None else np.asarray(y)
     weights = None if sample_weight is None else np.asarray(sample_weight)
     total = source.n_rows
     for label, values in (("y", y_values), ("sample_weight", weights)):
@@ -237,7 +237,12 @@ def score_source(plan, estimator, source, y, sample_weight, options):
             )
 
     def labelled(block):
-        y_part = CarriedColumn(target) if target is not None else y_values[block.start : block.stop]
+        if target is not None:
+            y_part = CarriedColumn(target)
+        elif y_values is not None:
+            y_part = y_values[block.start : block.stop]
+        else:
+            y_part = None
         weight_part = None if weights is None else weights[block.start : block.stop]
         rows = LabelledRows(block.data, y_part, weight_part, block.start)
         return Block(block.index, block.start, block.stop, rows)

@@ -9,7 +9,8 @@ the targets and the one output that the metric reads, never X.
 
 A plain callable ``scorer(estimator, X, y)`` can read anything from X, so
 it is called once on the materialised data, with a
-:class:`~postfit.exceptions.MaterializedScoringWarning`. So is the
+:class:`~postfit.exceptions.MaterializedScoringWarning` when X was not
+already in memory (a file source or a Dask collection). So is the
 estimator's own ``score`` when it is not a classifier's accuracy or a
 regressor's R².
 """
@@ -458,7 +459,10 @@ def _score_now(plan, estimator, X, y, sample_weight, options):
         streamed = _score_in_memory(plan, estimator, X, y, sample_weight, options)
     whole = {}
     if plan.whole_data:
-        warn_whole_data(plan, stacklevel=5)
+        if is_source(X):
+            # An in-memory X is already whole, so only a file source is read
+            # into memory here and deserves the warning.
+            warn_whole_data(plan, stacklevel=5)
         whole = whole_data_values(plan, estimator, X, y, sample_weight)
     return plan.combine(streamed, whole)
 

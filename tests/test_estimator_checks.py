@@ -18,15 +18,7 @@ WRAPPED = [
 
 
 def expected_failed_checks(estimator):
-    """Return the checks each wrapped estimator is known to fail, with the reason."""
-    if isinstance(estimator.estimator, KMeans):
-        return {
-            "check_n_features_in_after_fitting": (
-                "KMeans.score is neither accuracy nor R², so ParallelPostFit.score calls it "
-                "on all of X and emits MaterializedScoringWarning, which this suite's "
-                "filterwarnings=error turns into an error before the feature-count check."
-            )
-        }
+    """Return the checks each wrapped estimator is known to fail, with the reason (none now)."""
     return {}
 
 

@@ -191,8 +191,24 @@ def test_plain_callable_warns_and_matches(iris):
         return estimator.score(X, y) * X.shape[1]
 
     wrapper = ParallelPostFit(model, scoring=width_weighted, block_size=7)
-    with pytest.warns(MaterializedScoringWarning, match="width_weighted"):
+    with warnings.catch_warnings():
+        # X is already in memory, so nothing is materialised and nothing warns.
+        warnings.simplefilter("error", MaterializedScoringWarning)
         got = wrapper.score(X, y)
+    assert got == width_weighted(model, X, y)
+
+
+def test_plain_callable_on_file_warns(iris, tmp_path):
+    model, X, y = iris
+    path = tmp_path / "iris.parquet"
+    X.assign(target=y).to_parquet(path)
+
+    def width_weighted(estimator, X, y):
+        return estimator.score(X, y) * X.shape[1]
+
+    wrapper = ParallelPostFit(model, scoring=width_weighted, block_size=7)
+    with pytest.warns(MaterializedScoringWarning, match="width_weighted"):
+        got = wrapper.score(postfit.read_parquet(path), "target")
     assert got == width_weighted(model, X, y)
 
 
@@ -200,8 +216,7 @@ def test_callable_mixed_with_names(iris):
     model, X, y = iris
     scoring = {"acc": "accuracy", "plain": lambda est, X, y: float(len(X))}
     wrapper = ParallelPostFit(model, scoring=scoring, block_size=7)
-    with pytest.warns(MaterializedScoringWarning):
-        got = wrapper.score(X, y)
+    got = wrapper.score(X, y)
     assert list(got) == ["acc", "plain"]
     assert got["acc"] == get_scorer("accuracy")(model, X, y)
     assert got["plain"] == 150.0
@@ -228,11 +243,15 @@ def test_default_scoring_pipeline_streams(iris):
     assert got == pipeline.score(X, y)
 
 
-def test_default_scoring_clusterer_warns(iris):
+def test_default_scoring_clusterer(iris, tmp_path):
     _, X, _ = iris
     kmeans = KMeans(n_clusters=3, n_init=1, random_state=0).fit(X)
+    assert ParallelPostFit(kmeans, block_size=7).score(X) == kmeans.score(X)
+
+    path = tmp_path / "iris.parquet"
+    X.to_parquet(path)
     with pytest.warns(MaterializedScoringWarning, match="own score"):
-        got = ParallelPostFit(kmeans, block_size=7).score(X)
+        got = ParallelPostFit(kmeans, block_size=7).score(postfit.read_parquet(path))
     assert got == kmeans.score(X)
 
 

@@ -39,7 +39,7 @@ from sklearn.preprocessing import OneHotEncoder
 import postfit
 
 CATEGORICAL = ["carrier", "origin", "dest"]
-# Columns known at departure; arr_time and air_time would give the answer away.
+# Columns known at departure: arr_time and air_time would leak the target.
 NUMERIC = [
     "month",
     "day",

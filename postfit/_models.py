@@ -2,7 +2,7 @@
 
 Loading a pickle (``.pkl``, ``.pickle``, ``.joblib``) runs whatever code the
 file names, so a pickle is loaded only when the caller passes
-``trusted=True``. A skops file names the types it holds and builds them
+``trusted=True``. A skops file names the types it contains and builds them
 without running their code. postfit trusts the types of scikit-learn,
 NumPy, SciPy and postfit itself in skops files and rejects any other type
 unless the caller trusts it by name.
@@ -82,7 +82,7 @@ def _load_skops(data, path, trusted):
     accepted, rejected = trusted_types(untrusted, trusted if isinstance(trusted, list) else None)
     if rejected:
         raise UntrustedModelError(
-            f"The skops file {os.fspath(path)!r} holds types that postfit does not trust: "
+            f"The skops file {os.fspath(path)!r} contains types that postfit does not trust: "
             f"{', '.join(rejected)}. Loading them could run their code. If you trust this "
             "file, pass trusted=[those type names] (or trusted=True, or --trust-model on "
             "the command line)."
@@ -143,7 +143,7 @@ def load_model(path, trusted=False):
         )
     if trusted is not True:
         raise UntrustedModelError(
-            f"{os.fspath(path)!r} is a pickle, and loading a pickle runs any code it holds. "
+            f"{os.fspath(path)!r} is a pickle, and loading a pickle runs any code it contains. "
             "Load it only if you trust its source: pass trusted=True (--trust-model on the "
             "command line), or save the model with postfit.save_model(model, 'model.skops')."
         )

@@ -1,8 +1,9 @@
 """The ``postfit`` command: score files with a saved model, compute metrics, describe a model.
 
-Exit status: 0 on success, 1 when the run failed (an error in the data, the
-model or a worker), 2 for a usage error (a bad option, a missing file or
-column, an untrusted model, an existing output), which argparse also uses.
+Exit status: 0 on success, and 1 when the run failed because of an error in
+the data, the model or a worker. A usage error exits with 2, as argparse
+does: a bad option, a missing file or column, an untrusted model, or an
+existing output.
 
 Each subcommand is added by one function ``_add_<name>_parser(subparsers)``
 listed in ``SUBCOMMANDS``; it adds its parser and sets ``handler`` to the
@@ -38,7 +39,7 @@ METHODS = (
 
 
 class UsageError(Exception):
-    """The command line asks for something that cannot work; exit status 2."""
+    """The command line requests something that cannot work; exit status 2."""
 
 
 def _usage_errors():
@@ -292,7 +293,7 @@ def _run_score(args):
     model = _load_model(args)
     source = _open_inputs(args.inputs, args.input_format, args.columns)
     if not source.tabular:
-        raise UsageError("--target needs a table input (Parquet or CSV) that holds the target.")
+        raise UsageError("--target needs a table input (Parquet or CSV) that contains the target.")
     names = source.all_column_names()
     if args.target not in names:
         raise UsageError(
@@ -363,7 +364,7 @@ def _add_score_parser(subparsers):
     )
     _add_model_argument(parser)
     _add_input_arguments(parser)
-    parser.add_argument("--target", required=True, help="input column that holds the target")
+    parser.add_argument("--target", required=True, help="input column that contains the target")
     parser.add_argument(
         "--scoring",
         type=_column_list,

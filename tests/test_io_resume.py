@@ -29,7 +29,7 @@ class LoggingClassifier(ClassifierMixin, BaseEstimator):
     """A fitted LogisticRegression that logs each call and fails while a flag file exists.
 
     Each ``predict_proba`` call appends the first row's ``row`` feature to
-    ``log_path``, so a test can tell which blocks were scored; a call whose
+    ``log_path``, so a test can tell which blocks were scored. A call whose
     rows include ``FAIL_ROW`` raises while ``flag_path`` exists.
     """
 

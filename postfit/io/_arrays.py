@@ -35,11 +35,11 @@ def _npy_header(fs, path):
         offset = f.tell()
     if dtype.hasobject:
         raise InvalidFileError(
-            f"{path!r} holds Python objects, which .npy stores as a pickle that can run "
+            f"{path!r} contains Python objects, which .npy stores as a pickle that can run "
             "code when loaded. postfit reads only numeric and string .npy files."
         )
     if len(shape) == 0:
-        raise InvalidFileError(f"{path!r} holds a scalar; expected an array of rows.")
+        raise InvalidFileError(f"{path!r} contains a scalar; expected an array of rows.")
     return shape, fortran, dtype, offset
 
 

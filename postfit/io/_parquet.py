@@ -262,7 +262,7 @@ def read_parquet(path, columns=None) -> ParquetSource:
         installed) work too.
     columns : list of str, optional
         The columns to read. When the estimator was fitted on a frame, the
-        columns it was fitted with are read in fit order, whatever this says.
+        columns it was fitted with are read in fit order, regardless of this parameter.
 
     Returns
     -------

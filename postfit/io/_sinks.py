@@ -5,7 +5,7 @@ renames it, so a part file either is complete or does not exist. The driver
 appends one line per finished part to ``_postfit_done.jsonl``, next to a
 ``_postfit_run.json`` that identifies the run (input files, method, model,
 block size). A rerun with ``resume=True`` checks that record and scores only
-the blocks not listed. ``_postfit.lock`` holds the process id of the running
+the blocks not listed. ``_postfit.lock`` contains the process id of the running
 job, so a second run on the same output is rejected.
 
 Parquet outputs are a directory of parts (a Parquet dataset that pandas,
@@ -71,7 +71,7 @@ class OutputLockedError(RuntimeError):
 class WriteResult:
     """Summary of a run that wrote its output to files."""
 
-    #: Where the output is.
+    #: Path or URL of the output.
     path: str
     #: Its format: ``"parquet"``, ``"csv"``, ``"npy"`` or ``"zarr"``.
     format: str
@@ -94,7 +94,7 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class OutputNames:
-    """How output columns are named: ``prefix`` alone for one column, else per label."""
+    """Naming of output columns: ``prefix`` alone for one column, else one per label."""
 
     prefix: str
     labels: tuple | None = None
@@ -170,7 +170,7 @@ def storable_array(out) -> np.ndarray:
     if array.dtype.hasobject:
         if not all(isinstance(v, str) for v in array.ravel()):
             raise TypeError(
-                "The output holds Python objects, which .npy and Zarr files cannot store "
+                "The output contains Python objects, which .npy and Zarr files cannot store "
                 "without pickling. Write it to Parquet or CSV instead."
             )
         array = array.astype(str)
@@ -320,7 +320,7 @@ class OutputStore:
             return None
         hint = "continue it" if self.staged else "continue it if it is unfinished"
         raise OutputExistsError(
-            f"The output {self.url!r} already holds a postfit run. Pass resume=True "
+            f"The output {self.url!r} already contains a postfit run. Pass resume=True "
             f"(--resume) to {hint}, or overwrite=True (--overwrite) to start over."
         )
 

@@ -139,6 +139,7 @@ def test_score_prints_one_line_per_metric(workspace):
         (["predict", "model.skops", "nope.parquet", "-o", "o1"], "not found: 'nope.parquet'"),
         (["predict", "nope.skops", "flights.parquet", "-o", "o2"], "Model file not found"),
         (["predict", "model.skops", "flights.csv", "-o", "o3.csv", "--columns", "x,zz"], "zz"),
+        (["predict", "model.skops", "flights.parquet", "-o", "o3", "--columns", "zz"], "'zz'"),
         (["predict", "model.skops", "flights.parquet", "-o", "o4", "--method", "fit"], "fit"),
         (
             ["predict", "model.skops", "flights.parquet", "-o", "o5", "--method", "transform"],

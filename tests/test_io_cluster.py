@@ -32,7 +32,7 @@ def inputs(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
 @pytest.mark.parametrize("sink", ["memory", "parquet", "csv"])
-def test_dask_backend_reads_and_writes_files(kind, sink, inputs, dask_client, tmp_path):  # noqa: F811
+def test_dask_reads_writes_files(kind, sink, inputs, dask_client, tmp_path):  # noqa: F811
     folder, frame, model = inputs
     source = (
         postfit.read_parquet(folder) if kind == "parquet" else postfit.read_csv(folder / "all.csv")

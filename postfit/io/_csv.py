@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .._kernel import Block
-from ._source import InvalidFileError, Source, TableLoader
+from ._source import InputError, InvalidFileError, Source, TableLoader
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class CsvSource(Source):
             return schema
         missing = [c for c in self.columns if c not in schema.names]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"Columns {missing} not found in {self._layout[0][0]!r}, which has columns "
                 f"{schema.names}. Pick columns from that list."
             )

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from .._kernel import Block
 from ._paths import is_local
-from ._source import InvalidFileError, Source, TableLoader
+from ._source import InputError, InvalidFileError, Source, TableLoader
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class ParquetSource(Source):
         if self.columns is not None:
             missing = [c for c in self.columns if c not in first.schema.names]
             if missing:
-                raise ValueError(
+                raise InputError(
                     f"Columns {missing} not found in {first.path!r}, which has columns "
                     f"{first.schema.names}. Pick columns from that list."
                 )

@@ -50,7 +50,9 @@ def attach_block(block):
         yield
     except _crash_types() as exc:
         raise WorkerCrashedError(
-            f"A worker process died while scoring {block.describe()} ({exc}). "
+            f"A worker process died while scoring {block.describe()} or another block "
+            f"in flight at the same time ({exc}). The pool fails every pending block when "
+            "one worker dies, so the block named may not be the one that killed it. "
             "Nothing was returned or marked complete. A worker that dies is often "
             "out of memory: lower memory_budget or block_size, or use fewer workers."
         ) from exc

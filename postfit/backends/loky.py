@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import mmap
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import warnings
@@ -30,6 +32,8 @@ from joblib.externals.loky import get_reusable_executor
 from .._kernel import ModelRef
 from ._base import Backend, InputSlicer
 from .threading import bounded_imap
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LokyBackend", "SharedRows", "private_temp_dir"]
 
@@ -120,6 +124,21 @@ def reraise_warnings(result_and_warnings):
     return result
 
 
+def _shutdown_killing_workers(executor):
+    """Shut the executor down and kill its workers, even while it is still starting."""
+    try:
+        executor.shutdown(wait=True, kill_workers=True)
+    except RuntimeError:
+        # A Ctrl-C that lands inside ``submit`` can stop loky after it spawned
+        # the workers but before it started the thread that manages them, so
+        # ``shutdown`` cannot join that thread and nothing would kill them.
+        # NOTE: ``_processes`` is private to loky (checked with joblib 1.6.0).
+        logger.debug("loky executor interrupted while starting; killing its workers")
+        for process in list(getattr(executor, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+
+
 class LokyBackend(Backend):
     """Score blocks in ``n_workers`` reusable loky worker processes.
 
@@ -179,7 +198,7 @@ class LokyBackend(Backend):
             # running blocks at once instead of letting each finish. An error
             # raised by the estimator leaves the pool for the next run.
             if not isinstance(exc, Exception):
-                executor.shutdown(wait=True, kill_workers=True)
+                _shutdown_killing_workers(executor)
 
         yield from bounded_imap(
             lambda block: executor.submit(call_recording_warnings, func, block),

@@ -119,7 +119,7 @@ def _add_model_argument(parser):
     parser.add_argument(
         "--trust-model",
         action="store_true",
-        help="load pickle files (which can run any code they hold) and every type in a "
+        help="load pickle files (which can run any code they contain) and every type in a "
         ".skops file; only for files from a source you trust",
     )
 
@@ -139,6 +139,7 @@ def _add_input_arguments(parser):
     parser.add_argument(
         "--columns",
         type=_column_list,
+        metavar="A,B",
         help="comma-separated input columns to score (default: the columns the model "
         "was fitted with, or all columns)",
     )
@@ -148,23 +149,27 @@ def _add_run_arguments(parser):
     parser.add_argument(
         "--backend",
         default="auto",
+        metavar="NAME",
         help="what runs the blocks: auto, sequential, threading, loky (processes), dask "
         "or ray (default: auto)",
     )
     parser.add_argument(
         "--workers",
         type=_workers,
+        metavar="N",
         default=-1,
         help="number of blocks scored at once; -1 for all cores (default: -1)",
     )
     parser.add_argument(
         "--block-size",
         type=_positive_int,
+        metavar="ROWS",
         help="rows per block (default: sized from the memory budget)",
     )
     parser.add_argument(
         "--memory-budget",
         type=_memory_size,
+        metavar="SIZE",
         default="auto",
         help="memory the run may use beyond the model, in bytes or with a unit such as "
         "512MiB or 2GB (default: auto, a quarter of available memory, 256 MiB to 4 GiB)",
@@ -343,6 +348,7 @@ def _add_predict_parser(subparsers):
     parser.add_argument(
         "--keep-columns",
         type=_column_list,
+        metavar="A,B",
         help="comma-separated input columns (such as ids) written next to the output",
     )
     existing = parser.add_mutually_exclusive_group()
@@ -368,6 +374,7 @@ def _add_score_parser(subparsers):
     parser.add_argument(
         "--scoring",
         type=_column_list,
+        metavar="NAME,NAME",
         help="comma-separated scikit-learn scorer names, such as accuracy,roc_auc "
         "(default: accuracy for classifiers, r2 for regressors, else the model's own score)",
     )

@@ -12,6 +12,11 @@ Parquet outputs are a directory of parts (a Parquet dataset that pandas,
 pyarrow, Dask and Spark read as one table). CSV, ``.npy`` and Zarr outputs
 are one file or store: their parts are staged in ``OUTPUT.postfit-parts/``
 and joined in block order once every block is done, then renamed into place.
+
+NOTE: when a run fails, blocks already running in loky worker processes
+still finish and may rename their part files after the run has returned. A
+resumed run rewrites those parts with the same content, but nothing waits
+for them.
 """
 
 from __future__ import annotations

@@ -51,6 +51,16 @@ def private_temp_dir() -> str:
     return tempfile.mkdtemp(prefix="postfit-", dir=base)
 
 
+def _create_private(path: str) -> str:
+    """Create ``path`` readable by the current user only and return it.
+
+    The directory is private already; the file mode keeps the model and the
+    input private should a file be moved or the directory's mode changed.
+    """
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    return path
+
+
 class SharedRows:
     """Rows ``start:stop`` of an array stored in a ``.npy`` file or raw memmap.
 
@@ -163,7 +173,7 @@ class LokyBackend(Backend):
         payload = cloudpickle.dumps(estimator, protocol=5)
         token = hashlib.blake2b(payload, digest_size=16).hexdigest()
         path = os.path.join(self._temp(), f"model-{token}.pkl")
-        with open(path, "wb") as f:
+        with open(_create_private(path), "wb") as f:
             f.write(payload)
         del payload
         try:
@@ -183,7 +193,7 @@ class LokyBackend(Backend):
         path = os.path.join(self._temp(), f"input-{id(X):x}.npy")
         fortran = X.flags.f_contiguous and not X.flags.c_contiguous
         shared = np.lib.format.open_memmap(
-            path, mode="w+", dtype=X.dtype, shape=X.shape, fortran_order=fortran
+            _create_private(path), mode="w+", dtype=X.dtype, shape=X.shape, fortran_order=fortran
         )
         shared[...] = X
         shared.flush()

@@ -1,7 +1,8 @@
 """Run one benchmark variant in its own process: ``python -m benchmarks._child MOD:FUNC JSON``.
 
 The parent (``benchmarks._common.run_child``) samples this process tree's
-memory; this side calls the function and prints its result as one JSON line.
+memory while this process calls the function and prints its result as one
+JSON line.
 """
 
 from __future__ import annotations

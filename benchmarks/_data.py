@@ -107,8 +107,9 @@ def dataset_nbytes(folder: Path) -> int:
 def row_summaries(X):
     """Return the sum, max and min of each row, computed one row at a time in Python.
 
-    The stand-in for user code that holds the GIL: a FunctionTransformer whose
-    work is pure Python. Module level so that process workers can unpickle it.
+    It stands in for user code that holds the GIL: a FunctionTransformer whose
+    work is pure Python. It is defined at module level so that process
+    workers can unpickle it.
     """
     rows = np.asarray(X).tolist()
     return np.array([(math.fsum(row), max(row), min(row)) for row in rows])

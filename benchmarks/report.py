@@ -31,9 +31,9 @@ INTRO = """\
 # Benchmarks
 
 Every number on this page was produced by `benchmarks/run.py` (run from the
-repository root with `python -m benchmarks.run`; `--quick` runs every suite on
-small data, `--only NAME` runs one suite, `--render` rewrites this page from the
-saved results in `benchmarks/results/` without running anything). Each section
+repository root with `python -m benchmarks.run`. The option `--quick` runs every
+suite on small data, `--only NAME` runs one suite, and `--render` rewrites this
+page from the saved results in `benchmarks/results/` without running anything.) Each section
 names the command, the date and the machine behind its numbers. Tools are
 compared within the same run, on the same data, and results are given as ratios
 because absolute times depend on the machine.
@@ -128,9 +128,15 @@ def run_line(result: dict, machines: dict[str, str]) -> str:
     if result.get("load_before") and result.get("load_after"):
         load = (
             f" Load average (1, 5, 15 min) {result['load_before']} before and "
-            f"{result['load_after']} after: a load near or above the core count "
-            "means other work shared the machine."
+            f"{result['load_after']} after."
         )
+        cores = result["machine"]["usable_cores"]
+        if max(result["load_before"][0], result["load_after"][0]) > cores:
+            load += (
+                f" The load exceeded the {cores} cores, so other processes shared the "
+                "machine and took CPU time from the variants unevenly: these numbers show "
+                "that each variant works, not whether a target is met."
+            )
     return (
         f"Ran {result['date']} on machine {label}, postfit commit "
         f"{result['machine']['git_commit']}, with `{result['command']}`{quick}, "
@@ -150,7 +156,9 @@ def in_memory_section(result: dict) -> list[str]:
         f"`{params['method']}`, best of {params['repeats']} run(s). "
         "Speed-up is the plain estimator's time with its default threads divided by the "
         "variant's time (above 1 is faster). A variant whose output differed from the "
-        "plain estimator's is marked *differs*.",
+        "plain estimator's is marked *differs*. Variants ran one column at a time, left to "
+        "right, so a machine load that changed during the run favours the columns that ran "
+        "while it was lower.",
         "",
     ]
     header = ["estimator", *variants]
@@ -276,6 +284,9 @@ def suite_section(suite: str, result: dict | None, machines: dict[str, str]) -> 
     if status == "failed":
         return lines + ["The suite failed:", "", "```", result["reason"].rstrip(), "```", ""]
     if suite == "in_memory":
+        from .suites.in_memory import plot_sweep
+
+        plot_sweep(result["sweep"], DOCS_DIR / result["plot"])
         return lines + in_memory_section(result)
     return lines + generic_section(result)
 

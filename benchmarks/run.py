@@ -54,7 +54,7 @@ def parse_args(argv):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="run on small data with few repetitions (a smoke run of a few minutes)",
+        help="run on small data with few repetitions: a smoke test, not a measurement",
     )
     parser.add_argument(
         "--only",
@@ -113,7 +113,7 @@ def run_suite(suite: str, quick: bool, command: str) -> bool:
     }
     try:
         body = module.run(quick)
-    except Exception:  # saved as a failed result so the page says what broke
+    except Exception:  # saved as a failed result so the page shows the traceback
         body = {"status": "failed", "reason": traceback.format_exc(limit=8)}
         print(body["reason"], file=sys.stderr, flush=True)
     body.setdefault("load_after", load_average())

@@ -1,8 +1,8 @@
 """The benchmark suites, each a module with ``run(quick) -> dict``.
 
 ``CLUSTER_SUITES`` start a Dask LocalCluster or a local Ray, and
-``benchmarks.run`` starts them only inside a network namespace that holds
-nothing but loopback.
+``benchmarks.run`` starts them only inside a network namespace whose only
+interface is loopback.
 """
 
 SUITES = {

@@ -133,6 +133,8 @@ def test_killed_command_resumes_to_same_output(tmp_path, iris_frame):
     assert "complete" not in _run_record(tmp_path / "out")
     assert (tmp_path / "out" / "_postfit.lock").exists()
 
+    # A part that a writer had not finished when the process died.
+    (tmp_path / "out" / ".part-000003.parquet.999.tmp").write_bytes(b"PAR1 half")
     resumed = subprocess.run(
         _cli(*args, "-o", tmp_path / "out", "--resume"),
         env=_child_env(),
@@ -352,3 +354,5 @@ def test_interrupt_while_pool_starts_kills_workers(iris_frame, monkeypatch):
     assert workers
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert [p for p in alive if _alive(p)] == []
+    # The next run builds a new pool.
+    assert_array_equal(wrapper.predict(X.to_numpy()), model.predict(X.to_numpy()))

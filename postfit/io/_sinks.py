@@ -272,6 +272,7 @@ class OutputStore:
         try:
             if previous is not None:
                 self._check_same_run(previous, record)
+                self._remove_partial_parts()
                 return previous, self._finished()
             self._write_json(RUN_RECORD, record)
             return record, {}
@@ -339,6 +340,13 @@ class OutputStore:
                     f"run's (stored {previous.get(key)!r}, now {value!r}). Pass the same "
                     "input, model and options, or overwrite=True to start over."
                 )
+
+    def _remove_partial_parts(self):
+        """Delete part files that a killed run left half-written under their temporary names."""
+        # This run holds the lock, so no live writer owns these files.
+        for path in self.fs.glob(f"{self.parts_dir}/.part-*.tmp"):
+            logger.info("removing %s, left half-written by an interrupted run", path)
+            self.fs.rm(path)
 
     def _finished(self) -> dict:
         """Return the receipts of finished parts whose files exist, by block index."""

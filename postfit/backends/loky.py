@@ -142,11 +142,15 @@ def _shutdown_killing_workers(executor):
         # A Ctrl-C that lands inside ``submit`` can stop loky after it spawned
         # the workers but before it started the thread that manages them, so
         # ``shutdown`` cannot join that thread and nothing would kill them.
-        # NOTE: ``_processes`` is private to loky (checked with joblib 1.6.0).
+        # NOTE: ``_processes`` and ``_executor_manager_thread`` are private to
+        # loky (checked with joblib 1.6.0).
         logger.debug("loky executor interrupted while starting; killing its workers")
         for process in list(getattr(executor, "_processes", {}).values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
+        # Forget the thread that never started, so that the next run's
+        # get_reusable_executor can shut this executor down and build a new one.
+        executor._executor_manager_thread = None
 
 
 class LokyBackend(Backend):

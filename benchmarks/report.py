@@ -273,6 +273,18 @@ def generic_section(result: dict) -> list[str]:
     return lines
 
 
+def refresh_leak(result: dict) -> None:
+    """Recompute the leak table and targets from the saved per-run series, and draw them."""
+    from .suites import leak
+
+    seconds = result.get("seconds") or {
+        row["runs of"]: row.get("seconds (all runs)") for row in result["table"]
+    }
+    result["table"], result["targets"] = leak.summarize(result["params"], result["series"], seconds)
+    result["description"] = leak.description(result["params"])
+    leak.plot_series(result["series"], DOCS_DIR / leak.PLOT_NAME)
+
+
 def suite_section(suite: str, result: dict | None, machines: dict[str, str]) -> list[str]:
     lines = [f"## {TITLES[suite]}", "", f"Suite `{suite}`.", ""]
     if result is None:
@@ -283,6 +295,8 @@ def suite_section(suite: str, result: dict | None, machines: dict[str, str]) -> 
         return lines + [f"Not run: {result['reason']}", ""]
     if status == "failed":
         return lines + ["The suite failed:", "", "```", result["reason"].rstrip(), "```", ""]
+    if suite == "leak":
+        refresh_leak(result)
     if suite == "in_memory":
         from .suites.in_memory import plot_sweep
 

@@ -2,15 +2,17 @@
 
 After each run the suite collects garbage and records the process's RSS,
 open file descriptors and threads, and the RSS of its child processes (loky
-workers, which are kept between runs on purpose). Growth is counted from the
-end of the warm-up runs, which load libraries and start worker pools, to the
-last run.
+workers, which are kept between runs on purpose). Growth is the median of the
+last ``WINDOW`` runs minus the median of the first ``WINDOW`` runs after the
+warm-up runs, which load libraries and start worker pools. Medians keep one
+noisy sample (a memory pool that has not returned pages yet) from deciding.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import statistics
 import tempfile
 import time
 
@@ -24,6 +26,9 @@ QUICK = {"runs": 10, "warmup": 3, "rows": 20_000}
 BACKENDS = ("sequential", "threading", "loky", "auto")
 #: RSS growth below this is taken as allocator noise rather than a leak.
 RSS_TOLERANCE_MIB = 10.0
+#: Runs per median at each end of the series (fewer when the series is short).
+WINDOW = 10
+PLOT_NAME = "benchmarks_leak.png"
 
 
 def snapshot() -> dict:
@@ -85,9 +90,82 @@ def _check_io():
     postfit.read_parquet  # noqa: B018 - raises AttributeError until postfit.io exists
 
 
-def _growth(series: list[dict], warmup: int) -> dict:
-    start, end = series[warmup - 1], series[-1]
-    return {key: end[key] - start[key] for key in start}
+def _growth(points: list[dict], warmup: int) -> dict:
+    """Return the median of the last runs minus the median of the first runs after warm-up."""
+    measured = points[warmup:]
+    window = max(1, min(WINDOW, len(measured) // 2))
+    first, last = measured[:window], measured[-window:]
+    return {
+        key: statistics.median(p[key] for p in last) - statistics.median(p[key] for p in first)
+        for key in measured[0]
+    }
+
+
+def summarize(params: dict, series: dict, seconds: dict) -> tuple[list, list]:
+    """Return the page's table and targets from the per-run snapshots of each run kind."""
+    table, targets = [], []
+    for name, points in series.items():
+        growth = _growth(points, params["warmup"])
+        end = points[-1]
+        table.append(
+            {
+                "runs of": name,
+                "seconds (all runs)": seconds.get(name),
+                "RSS at end (MiB)": round(end["rss_mib"], 1),
+                "RSS growth (MiB)": round(growth["rss_mib"], 1),
+                "children RSS growth (MiB)": round(growth["children_rss_mib"], 1),
+                "descriptors at end": end["fds"],
+                "descriptor growth": growth["fds"],
+                "threads at end": end["threads"],
+                "thread growth": growth["threads"],
+                "child processes at end": end["children"],
+            }
+        )
+        ok = growth["rss_mib"] <= RSS_TOLERANCE_MIB and growth["fds"] <= 0
+        ok = ok and growth["threads"] <= 0 and growth["children_rss_mib"] <= RSS_TOLERANCE_MIB
+        targets.append(
+            {
+                "name": f"no growth over {params['runs']} runs of {name}",
+                "measured": (
+                    f"RSS {growth['rss_mib']:+.1f} MiB, children "
+                    f"{growth['children_rss_mib']:+.1f} MiB, descriptors "
+                    f"{growth['fds']:+g}, threads {growth['threads']:+g}"
+                ),
+                "met": ok,
+            }
+        )
+    return table, targets
+
+
+def plot_series(series: dict, path) -> None:
+    """Draw the RSS after each run, one line per run kind, so a step and a trend look different."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, points in series.items():
+        ax.plot(range(1, len(points) + 1), [p["rss_mib"] for p in points], label=name)
+    ax.set_xlabel("run")
+    ax.set_ylabel("RSS after the run (MiB)")
+    ax.set_title("Back-to-back runs in one process")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def description(params: dict) -> str:
+    return (
+        f"{params['runs']} back-to-back runs of each kind in one process, scoring "
+        f"{params['rows']:,} rows × {len(FEATURES)} features with a 20-tree "
+        f"RandomForestClassifier. Growth is the median of the last {WINDOW} runs minus the "
+        f"median of the first {WINDOW} runs after {params['warmup']} warm-up runs (fewer "
+        f"runs per median when there are fewer than {2 * WINDOW} after the warm-up); RSS "
+        f"growth up to {RSS_TOLERANCE_MIB:g} MiB counts as allocator noise. "
+        f"![RSS after each run]({PLOT_NAME})"
+    )
 
 
 def run(quick: bool) -> dict:
@@ -95,7 +173,7 @@ def run(quick: bool) -> dict:
     load_before = load_average()
     model = _fitted_model()
     X, _ = make_rows(1_000_000, 1_000_000 + params["rows"], seed=5)
-    series, table, targets = {}, [], []
+    series, seconds = {}, {}
     with tempfile.TemporaryDirectory(prefix="postfit-leak-") as folder:
         for name, runner in _runners(model, X, folder).items():
             print(f"[leak] {params['runs']} runs of {name}", flush=True)
@@ -105,50 +183,17 @@ def run(quick: bool) -> dict:
                 runner()
                 gc.collect()
                 points.append(snapshot())
-            seconds = time.perf_counter() - start
+            seconds[name] = round(time.perf_counter() - start, 1)
             series[name] = points
-            growth = _growth(points, params["warmup"])
-            end = points[-1]
-            table.append(
-                {
-                    "runs of": name,
-                    "seconds (all runs)": round(seconds, 1),
-                    "RSS at end (MiB)": round(end["rss_mib"], 1),
-                    "RSS growth (MiB)": round(growth["rss_mib"], 1),
-                    "children RSS growth (MiB)": round(growth["children_rss_mib"], 1),
-                    "descriptors at end": end["fds"],
-                    "descriptor growth": growth["fds"],
-                    "threads at end": end["threads"],
-                    "thread growth": growth["threads"],
-                    "child processes at end": end["children"],
-                }
-            )
-            ok = growth["rss_mib"] <= RSS_TOLERANCE_MIB and growth["fds"] <= 0
-            ok = ok and growth["threads"] <= 0 and growth["children_rss_mib"] <= RSS_TOLERANCE_MIB
-            targets.append(
-                {
-                    "name": f"no growth over {params['runs']} runs of {name}",
-                    "measured": (
-                        f"RSS {growth['rss_mib']:+.1f} MiB, children "
-                        f"{growth['children_rss_mib']:+.1f} MiB, descriptors "
-                        f"{growth['fds']:+d}, threads {growth['threads']:+d}"
-                    ),
-                    "met": ok,
-                }
-            )
+    table, targets = summarize(params, series, seconds)
     return {
         "status": "ok",
         "params": params,
-        "description": (
-            f"{params['runs']} back-to-back runs of each kind in one process, scoring "
-            f"{params['rows']:,} rows × {len(FEATURES)} features with a 20-tree "
-            f"RandomForestClassifier. Growth is from the end of run {params['warmup']} "
-            f"(warm-up) to the end of run {params['runs']}; RSS growth up to "
-            f"{RSS_TOLERANCE_MIB:g} MiB counts as allocator noise."
-        ),
+        "description": description(params),
         "load_before": load_before,
         "load_after": load_average(),
         "table": table,
         "targets": targets,
         "series": series,
+        "seconds": seconds,
     }

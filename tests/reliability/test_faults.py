@@ -339,8 +339,12 @@ def test_interrupt_while_pool_starts_kills_workers(iris_frame, monkeypatch):
     get_reusable_executor().shutdown(wait=True, kill_workers=True)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
 
+    spawned = []
+
     def interrupted_start(thread):
         # Ctrl-C arriving after loky spawned the workers, before their manager runs.
+        children = psutil.Process().children(recursive=True)
+        spawned.extend(p for p in children if p.pid not in before and _is_loky_worker(p))
         raise KeyboardInterrupt
 
     monkeypatch.setattr(process_executor._ExecutorManagerThread, "start", interrupted_start)
@@ -349,10 +353,8 @@ def test_interrupt_while_pool_starts_kills_workers(iris_frame, monkeypatch):
         wrapper.predict(X.to_numpy())
     monkeypatch.undo()
 
-    children = psutil.Process().children(recursive=True)
-    workers = [p for p in children if p.pid not in before and _is_loky_worker(p)]
-    assert workers
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert len(spawned) == 2
+    gone, alive = psutil.wait_procs(spawned, timeout=10)
     assert [p for p in alive if _alive(p)] == []
     # The next run builds a new pool.
     assert_array_equal(wrapper.predict(X.to_numpy()), model.predict(X.to_numpy()))

@@ -1,9 +1,9 @@
 """Faults during a run: killed workers and commands, a full disk, two runs, Ctrl-C.
 
 None of these tests waits for a fixed time. A run is interrupted at a point
-it reaches itself (a model that kills its own process at a marker row, a
-model that waits for a gate file), and every wait for a process has a
-deadline that only a hang would reach.
+it reaches itself: a model kills its own process at a marker row, or waits
+for a gate file. Every wait for a process has a deadline that only a hang
+would reach.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_killed_loky_worker_fails_clearly(tmp_path, iris_frame):
     assert not (out / "_postfit.lock").exists()
     assert not (out / "part-000002.parquet").exists()
 
-    # The pool recovers: the next run on the same backend gives the right answer.
+    # The pool recovers: the next run returns the estimator's own predictions.
     assert_array_equal(wrapper.predict(X.to_numpy()), model.model.predict(X.to_numpy()))
 
 

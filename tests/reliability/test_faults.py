@@ -170,12 +170,16 @@ def small_disk(tmp_path):
     """A 2 MiB tmpfs mounted for the test, or None where mounting is not allowed."""
     folder = tmp_path / "small"
     folder.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+            capture_output=True,
+            check=False,
+        )
+    except OSError:
+        # No mount command on this machine.
+        done = None
+    if done is None or done.returncode != 0:
         yield None
         return
     try:
@@ -214,7 +218,10 @@ def test_full_disk_fails_clearly(small_disk, tmp_path, iris_frame, monkeypatch):
     assert any("raised while scoring block" in n for n in caught.value.__notes__)
     assert "complete" not in _run_record(out)
     assert not (out / "_postfit.lock").exists()
-    done = [json.loads(line) for line in (out / "_postfit_done.jsonl").read_text().splitlines()]
+    log = out / "_postfit_done.jsonl"
+    # The simulated full disk fails every part, so no part may be recorded.
+    lines = log.read_text().splitlines() if log.exists() else []
+    done = [json.loads(line) for line in lines]
     written = sorted(p.name for p in out.glob("part-*.parquet"))
     assert len(done) < 15
     for receipt in done:

@@ -322,8 +322,9 @@ def test_interrupt_stops_workers_without_orphans(tmp_path, iris_frame):
 
     assert command.returncode == 130, stderr.decode()
     assert "interrupted" in stderr.decode()
-    # A block takes 2 s; waiting for all 40 would take about 40 s.
-    assert stopped_after < 15
+    # Finishing the blocks would take at least 40 s (40 blocks of 2 s on 2
+    # workers); the bound is loose so that a loaded machine does not fail it.
+    assert stopped_after < 30
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert [p for p in alive if _alive(p)] == []
     assert "complete" not in _run_record(tmp_path / "out")

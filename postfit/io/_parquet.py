@@ -65,6 +65,20 @@ def _read_meta(fs, path):
     return _FileMeta(path, parquet.schema_arrow, rows, sizes)
 
 
+def _pandas_index_columns(schema: pa.Schema) -> set[str]:
+    """Return the columns that pandas wrote for an unnamed index, such as ``__index_level_0__``.
+
+    ``pandas.read_parquet`` turns them back into the index, so they are not data
+    columns and are left out unless ``columns=`` names them.
+    """
+    metadata = schema.pandas_metadata or {}
+    return {
+        name
+        for name in metadata.get("index_columns", [])
+        if isinstance(name, str) and name.startswith("__index_level_")
+    }
+
+
 def _comparable(kind):
     # pandas 3 writes large_string where pyarrow writes string; a block is
     # cast to the first file's types, which is lossless between the two.
@@ -155,7 +169,14 @@ class ParquetSource(Source):
         files = [_read_meta(self.fs, path) for path in self.paths]
         first = files[0]
         for other in files[1:]:
-            difference = _schema_difference(first.schema, other.schema, self.columns)
+            compared = self.columns
+            if compared is None:
+                # A file written from a filtered frame has an index column that
+                # one written from a fresh frame lacks; neither is data.
+                hidden = _pandas_index_columns(first.schema) | _pandas_index_columns(other.schema)
+                names = dict.fromkeys(first.schema.names + other.schema.names)
+                compared = [name for name in names if name not in hidden]
+            difference = _schema_difference(first.schema, other.schema, compared)
             if difference:
                 raise ValueError(
                     f"The Parquet files {first.path!r} and {other.path!r} have different "
@@ -173,13 +194,17 @@ class ParquetSource(Source):
 
     @property
     def schema(self) -> pa.Schema:
-        schema = self._files[0].schema.remove_metadata()
+        first = self._files[0].schema
+        schema = first.remove_metadata()
         if self.columns is None:
-            return schema
+            hidden = _pandas_index_columns(first)
+            return pa.schema([field for field in schema if field.name not in hidden])
         return pa.schema([schema.field(c) for c in self.columns])
 
     def all_column_names(self):
-        return list(self._files[0].schema.names)
+        first = self._files[0].schema
+        hidden = _pandas_index_columns(first)
+        return [name for name in first.names if name not in hidden]
 
     @property
     def n_rows(self) -> int:

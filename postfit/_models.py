@@ -282,6 +282,9 @@ def describe_model(model) -> str:
     for method in methods:
         naming = output_names(inner, method)
         width = len(naming.labels) if naming.labels is not None else None
+        if method == "decision_function" and width == 2:
+            # scikit-learn's binary classifiers return one column of scores.
+            width = None
         shown = naming.names(width)
         if naming.labels is None and method == "transform":
             shown = ["x_0", "x_1", "..."]

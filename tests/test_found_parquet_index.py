@@ -48,7 +48,7 @@ def test_source_selects_index_by_name(filtered_file):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_array_model_all_columns(filtered_file, backend):
-    # Without columns= every data column is a feature; the index is not one.
+    # Without columns= every data column is a feature, but the index is not one.
     frame = pd.read_parquet(filtered_file)
     model = LinearRegression().fit(frame.to_numpy(), np.arange(len(frame), dtype=float))
     wrapper = ParallelPostFit(model, backend=backend, n_jobs=2, block_size=25)

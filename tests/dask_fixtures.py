@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,17 @@ def dask_cluster():
     require_loopback_only()
     from distributed import LocalCluster
 
-    with warnings.catch_warnings():
-        # Without a dashboard the scheduler still serves its HTTP routes
-        # (health, metrics) on 127.0.0.1:8787. It warns when another process
-        # already uses that port, then takes a free one.
-        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
-        cluster = LocalCluster(
-            n_workers=N_WORKERS,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        )
+    # Without a dashboard the scheduler still serves its HTTP routes (health,
+    # metrics). A fixed port (8787 by default) can be taken by another cluster,
+    # and distributed then leaks the socket of its failed attempt, so the
+    # routes get a free port on loopback instead.
+    cluster = LocalCluster(
+        n_workers=N_WORKERS,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    )
     try:
         yield cluster
     finally:

@@ -330,11 +330,13 @@ def run_fit(args):
     if args.early_stopping and not args.validation:
         raise _usage_error("--early-stopping needs --validation files to score each epoch.")
 
-    source = cli._open_inputs(args.inputs, args.input_format, args.columns)
+    source = cli._open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
     _check_target(source, args.target)
     fit_options = {}
     if args.validation:
-        validation = cli._open_inputs(args.validation, args.input_format, args.columns)
+        validation = cli._open_inputs(
+            args.validation, args.input_format, args.columns, args.column_types
+        )
         _check_target(validation, args.target)
         fit_options = {"X_val": validation, "y_val": args.target}
 

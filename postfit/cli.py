@@ -68,6 +68,28 @@ def _column_list(text):
     return columns
 
 
+def _column_types(text):
+    import pyarrow as pa
+
+    types = {}
+    for item in text.split(","):
+        name, _, alias = item.partition("=")
+        name, alias = name.strip(), alias.strip()
+        if not name or not alias:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated NAME=TYPE pairs such as 'zip=string,amount=float64', "
+                f"got {text!r}"
+            )
+        try:
+            types[name] = pa.type_for_alias(alias)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"invalid type {alias!r} for column {name!r}; use a pyarrow type name such as "
+                "string, int64, float64, bool or timestamp[s]"
+            ) from exc
+    return types
+
+
 def _memory_size(text):
     from ._plan import parse_memory_budget
 
@@ -143,6 +165,13 @@ def _add_input_arguments(parser):
         help="comma-separated input columns to score (default: the columns the model "
         "was fitted with, or all columns)",
     )
+    parser.add_argument(
+        "--column-types",
+        type=_column_types,
+        metavar="NAME=TYPE,...",
+        help="CSV inputs: types of columns whose first MiB of rows does not show their type, "
+        "as pyarrow type names, such as zip=string,amount=float64 (default: inferred)",
+    )
 
 
 def _add_run_arguments(parser):
@@ -196,10 +225,14 @@ def _load_model(args):
     return load_model(args.model, trusted=bool(args.trust_model))
 
 
-def _open_inputs(inputs, input_format, columns):
+def _open_inputs(inputs, input_format, columns, column_types=None):
     from . import io
 
     fmt = input_format or _guess_format(inputs[0])
+    if column_types and fmt != "csv":
+        raise UsageError(f"--column-types applies to CSV inputs, not to {fmt} inputs.")
+    if column_types:
+        return io.read_csv(inputs, columns=columns, column_types=column_types)
     readers = {
         "parquet": io.read_parquet,
         "csv": io.read_csv,
@@ -264,7 +297,7 @@ def _run_predict(args):
             f"{type(model).__name__} has no method {args.method!r}. Its post-fit methods "
             f"are: {', '.join(available)}."
         )
-    source = _open_inputs(args.inputs, args.input_format, args.columns)
+    source = _open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
     wrapper = _wrapper(model, args)
     result = getattr(wrapper, args.method)(
         source,
@@ -296,7 +329,7 @@ def _default_scoring(model):
 def _run_score(args):
     _check_backend(args.backend)
     model = _load_model(args)
-    source = _open_inputs(args.inputs, args.input_format, args.columns)
+    source = _open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
     if not source.tabular:
         raise UsageError("--target needs a table input (Parquet or CSV) that contains the target.")
     names = source.all_column_names()

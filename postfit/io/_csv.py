@@ -89,8 +89,9 @@ class CsvRange(TableLoader):
             raise InvalidFileError(
                 f"Cannot parse bytes {self.start} to {self.stop} of {self.path!r} as CSV with "
                 f"the column types inferred from its first rows: {exc}. If a column holds "
-                "other types further down, pass column_types={name: type}; if quoted values "
-                "contain newlines, pass newlines_in_values=True."
+                "other types further down, pass column_types={name: type} (--column-types "
+                "NAME=TYPE on the command line). If quoted values contain newlines, pass "
+                "newlines_in_values=True."
             ) from exc
 
 

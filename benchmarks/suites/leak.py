@@ -161,8 +161,8 @@ def description(params: dict) -> str:
         f"{params['runs']} back-to-back runs of each kind in one process, scoring "
         f"{params['rows']:,} rows × {len(FEATURES)} features with a 20-tree "
         f"RandomForestClassifier. Growth is the median of the last {WINDOW} runs minus the "
-        f"median of the first {WINDOW} runs after {params['warmup']} warm-up runs (fewer "
-        f"runs per median when there are fewer than {2 * WINDOW} after the warm-up); RSS "
+        f"median of the first {WINDOW} runs after {params['warmup']} warm-up runs, with "
+        f"fewer runs per median when fewer than {2 * WINDOW} follow the warm-up. RSS "
         f"growth up to {RSS_TOLERANCE_MIB:g} MiB counts as allocator noise. "
         f"![RSS after each run]({PLOT_NAME})"
     )

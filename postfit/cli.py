@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -476,6 +477,24 @@ def _describe_error(exc) -> str:
     return "\n".join(lines)
 
 
+def _stdout_closed() -> bool:
+    """Return True when stdout is a pipe whose reader has closed it."""
+    import select
+
+    if not hasattr(select, "poll"):
+        # Windows has no poll for pipes, so the error is reported as usual.
+        return False
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    # On Linux, poll reports POLLERR for the write end of a pipe with no
+    # reader left.
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
+
+
 def main(argv=None) -> int:
     """Run the ``postfit`` command on ``argv`` (default: sys.argv[1:]); return its exit status."""
     parser = build_parser()
@@ -490,6 +509,12 @@ def main(argv=None) -> int:
         print(f"postfit {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            # The reader of stdout (``head``, say) stopped reading, which is no
+            # error of the run. Pointing stdout at devnull keeps the interpreter's
+            # final flush from failing again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FAILED
         logger.debug("run failed", exc_info=True)
         print(
             f"postfit {args.command}: run failed: {type(exc).__name__}: {_describe_error(exc)}",

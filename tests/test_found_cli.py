@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -115,3 +119,19 @@ def test_column_types_rejects_parquet(tmp_path, capsys):
 
     assert status == 2
     assert "applies to CSV inputs" in capsys.readouterr().err
+
+
+def test_info_closed_stdout_quiet(tmp_path):
+    # As in `postfit info model.skops | head -1`, where head exits before the
+    # command writes: the write fails with EPIPE.
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    postfit.save_model(model, tmp_path / "model.skops")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    command = [sys.executable, "-m", "postfit", "info", str(tmp_path / "model.skops")]
+
+    done = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+
+    assert done.returncode == 1
+    assert done.stderr == ""

@@ -135,13 +135,20 @@ class CsvSource(Source):
             offset = f.tell()
         if not line.strip():
             return None, offset
+        read_options = pacsv.ReadOptions(autogenerate_column_names=True)
+        width = pacsv.read_csv(
+            io.BytesIO(line), read_options=read_options, parse_options=self.parse_options
+        ).num_columns
+        # Read every name as a string: inferred types would turn "007" into
+        # "7", "true" into "True" and an empty name into "None".
+        as_text = {f"f{i}": pa.string() for i in range(width)}
         table = pacsv.read_csv(
             io.BytesIO(line),
-            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+            read_options=read_options,
             parse_options=self.parse_options,
-            convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False),
+            convert_options=pacsv.ConvertOptions(column_types=as_text, strings_can_be_null=False),
         )
-        names = [str(table.column(i)[0]) for i in range(table.num_columns)]
+        names = [table.column(i)[0].as_py() for i in range(width)]
         return names, offset
 
     @cached_property

@@ -51,3 +51,23 @@ def test_empty_header_name(tmp_path):
     source = postfit.read_csv(tmp_path / "indexed.csv")
 
     assert source.schema.names == ["", "x"]
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading"])
+def test_tsv_read_with_tabs(tmp_path, backend):
+    frame = pd.DataFrame({"a": np.arange(100.0), "b": np.arange(100.0) % 7})
+    frame.to_csv(tmp_path / "rows.tsv", sep="\t", index=False)
+    model = LinearRegression().fit(frame, np.arange(100.0) % 5)
+    wrapper = ParallelPostFit(model, backend=backend, n_jobs=2, block_size=30)
+
+    got = wrapper.predict(postfit.read_csv(tmp_path / "rows.tsv"))
+
+    assert_allclose(got, model.predict(frame), rtol=1e-12)
+
+
+def test_tsv_delimiter_given(tmp_path):
+    (tmp_path / "rows.tsv").write_text("a;b\n1;2\n")
+
+    source = postfit.read_csv(tmp_path / "rows.tsv", delimiter=";")
+
+    assert source.schema.names == ["a", "b"]

@@ -109,7 +109,7 @@ class CsvSource(Source):
         path,
         columns=None,
         *,
-        delimiter=",",
+        delimiter=None,
         quote_char='"',
         column_types=None,
         null_values=None,
@@ -122,6 +122,10 @@ class CsvSource(Source):
                 "Compressed CSV files cannot be split into byte ranges. Decompress them "
                 f"first, or convert them to Parquet: {compressed}."
             )
+        if delimiter is None:
+            # Tab-separated files are named .tsv by convention.
+            tabs = bool(self.paths) and all(p.endswith(".tsv") for p in self.paths)
+            delimiter = "\t" if tabs else ","
         self.parse_options = pacsv.ParseOptions(
             delimiter=delimiter, quote_char=quote_char, newlines_in_values=newlines_in_values
         )
@@ -263,7 +267,7 @@ def read_csv(
     path,
     columns=None,
     *,
-    delimiter=",",
+    delimiter=None,
     quote_char='"',
     column_types=None,
     null_values=None,
@@ -281,8 +285,9 @@ def read_csv(
         files) or a list of these; local paths or fsspec URLs.
     columns : list of str, optional
         The columns to read.
-    delimiter : str, default=","
-        The character between fields.
+    delimiter : str, optional
+        The character between fields: a tab when every file name ends in
+        ``.tsv``, else a comma.
     quote_char : str, default='"'
         The character that quotes fields holding delimiters.
     column_types : dict of str to pyarrow.DataType, optional

@@ -47,12 +47,21 @@ def _is_hidden(path: str) -> bool:
     return name.startswith(("_", "."))
 
 
+def _in_hidden_folder(path: str, root: str) -> bool:
+    # Spark stages unfinished parts under _temporary/, and editors keep copies
+    # under folders such as .ipynb_checkpoints/. Reading them would add rows.
+    if not path.startswith(root + "/"):
+        return False
+    folders = path[len(root) + 1 :].split("/")[:-1]
+    return any(name.startswith(("_", ".")) for name in folders)
+
+
 def expand_paths(path, suffixes=(), what="file"):
     """Return ``(filesystem, paths)`` for a path, glob, directory, URL or list of them.
 
     Globs and directories expand to their files in sorted order, skipping
     hidden files (names starting with ``_`` or ``.``) and, in directories,
-    files without one of ``suffixes``. Every input must be on the same
+    files in hidden folders and files without one of ``suffixes``. Every input must be on the same
     filesystem.
 
     Raises
@@ -85,10 +94,13 @@ def _expand_one(fs, item, fs_path, suffixes, what):
         raise FileNotFoundError(f"Input {what} not found: {item!r}. Check the path.")
     if not fs.isdir(fs_path):
         return [fs_path]
+    root = fs._strip_protocol(fs_path).rstrip("/")
     found = sorted(
         p
         for p in fs.find(fs_path)
-        if not _is_hidden(p) and (not suffixes or p.lower().endswith(tuple(suffixes)))
+        if not _is_hidden(p)
+        and not _in_hidden_folder(p, root)
+        and (not suffixes or p.lower().endswith(tuple(suffixes)))
     )
     if not found:
         wanted = f" ending in {', '.join(suffixes)}" if suffixes else ""

@@ -14,7 +14,7 @@ from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_breast_cancer, load_iris
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import postfit
 from postfit._models import describe_model
@@ -24,7 +24,7 @@ from postfit.cli import main
 @pytest.mark.parametrize("loader", [load_breast_cancer, load_iris], ids=["binary", "multiclass"])
 def test_info_decision_columns_match(loader, tmp_path):
     X, y = loader(return_X_y=True, as_frame=True)
-    model = LogisticRegression(max_iter=5_000).fit(X, y)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
     X.to_parquet(tmp_path / "input.parquet")
     wrapper = postfit.ParallelPostFit(model, backend="sequential", block_size=100)
 

@@ -88,6 +88,8 @@ def sliceable_rows(X):
 
 def n_rows(X) -> int:
     """Return the number of rows (samples) of an in-memory input."""
+    if type(X) is np.ndarray and X.ndim > 0:
+        return X.shape[0]
     if isinstance(X, (list, tuple)):
         return len(X)
     if is_arrow_table(X):
@@ -104,6 +106,8 @@ def n_rows(X) -> int:
 
 def take_rows(X, start: int, stop: int):
     """Return rows ``start:stop`` of X in X's own type, as a view where possible."""
+    if type(X) is np.ndarray:
+        return X[start:stop]
     if isinstance(X, (pd.DataFrame, pd.Series)):
         return X.iloc[start:stop]
     if is_arrow_table(X):
@@ -118,6 +122,8 @@ def take_rows(X, start: int, stop: int):
 
 def column_names(X):
     """Return the column names of a frame-like input as a list of str, or None."""
+    if type(X) is np.ndarray:
+        return None
     if isinstance(X, pd.DataFrame):
         return [str(c) for c in X.columns]
     if is_arrow_table(X):
@@ -162,6 +168,8 @@ def _is_multi_part(out) -> bool:
 
 def output_rows(out) -> int:
     """Return the number of rows of one method output (a list or tuple counts its first part)."""
+    if type(out) is np.ndarray and out.ndim > 0:
+        return out.shape[0]
     if _is_multi_part(out):
         return output_rows(out[0])
     if isinstance(out, list):

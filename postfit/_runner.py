@@ -18,10 +18,11 @@ from functools import partial
 import joblib
 
 from . import _plan
-from ._blocks import OutputCollector, has_index, n_rows, sliceable_rows, take_rows
+from ._blocks import OutputCollector, has_index, n_rows, output_rows, sliceable_rows, take_rows
 from ._errors import attach_block
-from ._kernel import Block, call_method, limit_threads, run_block
+from ._kernel import Block, call_method, limit_threads, restore_feature_names, run_block
 from .backends import effective_n_workers, get_backend
+from .exceptions import BlockError
 
 logger = logging.getLogger(__name__)
 
@@ -342,6 +343,41 @@ def _fit_call_time(timings):
     return 0.0, max(seconds_last, 1e-9) / rows_last
 
 
+def _takes_direct_path(X, rows, options) -> bool:
+    """Return whether a small input is scored in one plain call, with no run set up.
+
+    The automatic backend gains nothing from blocks on at most
+    ``DIRECT_MAX_ROWS`` rows, and a plain call keeps the wrapper within a
+    few microseconds of the estimator there. The memory budget is checked
+    only when the user set one, because the automatic budget is never below
+    ``AUTO_BUDGET_MIN``, far above such an input.
+    """
+    if options.backend != "auto" or options.progress or rows > _plan.DIRECT_MAX_ROWS:
+        return False
+    if isinstance(options.block_size, int) and options.block_size < rows:
+        return False
+    if _plan.is_auto_budget(options.memory_budget):
+        return True
+    needed = rows * _plan.estimate_row_nbytes(X) * _plan.BLOCK_MEMORY_FACTOR
+    return needed <= _plan.parse_memory_budget(options.memory_budget)
+
+
+def _run_direct(estimator, method, X, rows, kwargs, restore_names):
+    """Score all of a small in-memory X in one call in this thread, as the kernel would."""
+    if restore_names:
+        X = restore_feature_names(estimator, X, 0)
+    out = call_method(estimator, method, X, kwargs)
+    returned = output_rows(out)
+    if returned != rows:
+        block = Block(0, 0, rows, None)
+        raise BlockError(
+            f"{type(estimator).__name__}.{method} returned {returned} rows for "
+            f"{block.describe()}, which has {rows} rows. postfit needs a row-wise "
+            "method: one output row per input row."
+        )
+    return out
+
+
 def run_in_memory(
     estimator, method, X, options: RunOptions, kwargs=None, restore_names=False, meta=None
 ):
@@ -350,10 +386,13 @@ def run_in_memory(
     Returns the same output as ``getattr(estimator, method)(X)``, in X's row
     order, with the type scikit-learn gives for X.
     """
-    if n_rows(X) == 0:
+    rows = n_rows(X)
+    if rows == 0:
         # An empty input goes to the estimator as it is, so the caller gets
         # the estimator's own error or output.
         return call_method(estimator, method, X, kwargs)
+    if _takes_direct_path(X, rows, options):
+        return _run_direct(estimator, method, X, rows, kwargs, restore_names)
     run = _InMemoryRun(estimator, method, sliceable_rows(X), options, kwargs, restore_names, meta)
     started = time.perf_counter()
     result = run.run()

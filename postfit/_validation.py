@@ -79,6 +79,16 @@ def _is_other_array_like(X):
     return hasattr(X, "__array__") and not hasattr(X, "shape")
 
 
+def _plain_array_matches(estimator, X) -> bool:
+    """Return True for a NumPy X that needs no further check: the common, hot case."""
+    if X.ndim == 1:
+        return True
+    if X.ndim != 2 or getattr(estimator, "feature_names_in_", None) is not None:
+        return False
+    expected = getattr(estimator, "n_features_in_", None)
+    return expected is None or X.shape[1] == expected
+
+
 def check_input_features(estimator, X):
     """Check X against the estimator's fitted features, once, before any block runs.
 
@@ -91,6 +101,8 @@ def check_input_features(estimator, X):
         names: the kernel then restores the names on each block, after one
         warning here, as scikit-learn itself gives one warning per call.
     """
+    if type(X) is np.ndarray and _plain_array_matches(estimator, X):
+        return X, False
     if _is_other_array_like(X):
         # Objects that only implement ``__array__`` are converted as
         # scikit-learn's check_array converts them, so that they can be sliced.

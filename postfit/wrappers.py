@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 
@@ -62,6 +63,23 @@ def _output_options(output, overwrite, resume, keep_columns):
     options = {"output": output, "overwrite": overwrite, "resume": resume}
     options["keep_columns"] = keep_columns
     return {name: value for name, value in options.items() if value not in (None, False)}
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _validated_knobs(backend, n_jobs, block_size, memory_budget, progress):
+    """Validate the run knobs and return the block size; cached, as it runs on every call.
+
+    ``typed=True`` keeps ``n_jobs=True`` apart from ``n_jobs=1`` in the cache.
+    """
+    if not isinstance(backend, str) or backend not in ("auto", *available_backends()):
+        choices = ", ".join(repr(n) for n in ["auto", *available_backends()])
+        raise ValueError(f"Invalid backend {backend!r}. Choose one of {choices}.")
+    check_n_jobs(n_jobs)
+    block_size = _plan.validate_block_size(block_size)
+    _plan.check_memory_budget(memory_budget)
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}.")
+    return block_size
 
 
 class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
@@ -341,23 +359,21 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
 
     def _check_options(self) -> RunOptions:
         """Validate the run knobs and return them, before any work starts."""
-        backend = self.backend
-        if not isinstance(backend, str) or backend not in ("auto", *available_backends()):
-            choices = ", ".join(repr(n) for n in ["auto", *available_backends()])
-            raise ValueError(f"Invalid backend {backend!r}. Choose one of {choices}.")
-        check_n_jobs(self.n_jobs)
-        block_size = _plan.validate_block_size(self.block_size)
-        _plan.check_memory_budget(self.memory_budget)
+        knobs = (self.backend, self.n_jobs, self.block_size, self.memory_budget, self.progress)
+        try:
+            block_size = _validated_knobs(*knobs)
+        except TypeError:
+            # An unhashable value cannot be cached; validate it directly, which
+            # raises the ValueError that names it.
+            block_size = _validated_knobs.__wrapped__(*knobs)
         backend_options = self.backend_options
         if backend_options is not None and not isinstance(backend_options, dict):
             raise ValueError(
                 f"backend_options must be a dict or None, got {backend_options!r}. "
                 "Pass keyword arguments of the backend, for example {'client': client}."
             )
-        if not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be True or False, got {self.progress!r}.")
         return RunOptions(
-            backend=backend,
+            backend=self.backend,
             n_jobs=self.n_jobs,
             block_size=block_size,
             memory_budget=self.memory_budget,

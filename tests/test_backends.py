@@ -248,6 +248,14 @@ def planner(monkeypatch):
     monkeypatch.setattr(_runner._InMemoryRun, "run_backend", recording_run_backend)
     monkeypatch.setattr(_runner._InMemoryRun, "score_here", recording_score_here)
 
+    original_run_direct = _runner._run_direct
+
+    def recording_run_direct(*args, **kwargs):
+        chosen.append("direct")
+        return original_run_direct(*args, **kwargs)
+
+    monkeypatch.setattr(_runner, "_run_direct", recording_run_direct)
+
     def plan(n_rows, seconds_per_row=1e-6, speedup=1.0, **options):
         chosen.clear()
         monkeypatch.setattr(_runner._InMemoryRun, "fake_per_row", seconds_per_row, raising=False)

@@ -10,13 +10,13 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from joblib.externals.loky import get_reusable_executor
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 import postfit
 from postfit import ParallelPostFit
+from postfit.backends.loky import get_pool
 from postfit.exceptions import OutputExistsError
 from postfit.io import OutputLockedError
 
@@ -115,7 +115,7 @@ def test_resume_scores_only_unfinished_blocks(backend, fmt, data, tmp_path):
     if backend == "loky":
         # Blocks already running in worker processes when the error arrived
         # still finish; wait for them so their calls are not counted below.
-        get_reusable_executor().shutdown(wait=True)
+        get_pool(2).shutdown(wait=True)
     done_before = {receipt["index"] for receipt in finished_parts(parts)}
     assert 0 < len(done_before) < N_ROWS // BLOCK_SIZE
     assert not os.path.exists(os.path.join(parts, "_postfit.lock"))

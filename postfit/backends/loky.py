@@ -10,6 +10,11 @@ from the map, so no block of a NumPy input is pickled.
 joblib's own ``Parallel`` memory-maps large arrays too, but it hashes the whole
 array each time a task is pickled; a hand-written map of one shared file per
 run avoids that cost for inputs of many blocks.
+
+postfit keeps its own pool of loky workers rather than loky's process-wide
+reusable executor: joblib's ``Parallel`` (and every scikit-learn ``n_jobs``)
+expects that shared executor to be joblib's own subclass, and fails with an
+AttributeError on ``_temp_folder_manager`` after another user replaced it.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ import warnings
 
 import cloudpickle
 import numpy as np
-from joblib.externals.loky import get_reusable_executor
+from joblib.externals.loky import ProcessPoolExecutor
 
 from .._kernel import ModelRef
+from ..exceptions import WorkerCrashedError
 from ._base import Backend, InputSlicer
 from .threading import bounded_imap
 
@@ -40,6 +46,9 @@ __all__ = ["LokyBackend", "SharedRows", "private_temp_dir"]
 # Idle worker processes are kept this many seconds for the next run, which
 # then skips process start-up and, for the same model, the model load.
 WORKER_IDLE_TIMEOUT = 300
+
+_POOL_LOCK = threading.Lock()
+_POOL: ProcessPoolExecutor | None = None
 
 _MAPS_LOCK = threading.Lock()
 _OPEN_MAPS: dict[str, np.ndarray] = {}
@@ -134,23 +143,48 @@ def reraise_warnings(result_and_warnings):
     return result
 
 
-def _shutdown_killing_workers(executor):
-    """Shut the executor down and kill its workers, even while it is still starting."""
+def _is_usable(pool, n_workers) -> bool:
+    # NOTE: ``_flags`` is private to loky (checked with joblib 1.6.0); a pool
+    # without it is taken as usable and fails loudly on submit if it is not.
+    flags = getattr(pool, "_flags", None)
+    broken = getattr(flags, "broken", None) or getattr(flags, "shutdown", False)
+    return pool._max_workers == n_workers and not broken
+
+
+def get_pool(n_workers: int) -> ProcessPoolExecutor:
+    """Return postfit's pool of ``n_workers`` loky workers, starting one when needed.
+
+    The pool lives across runs, so its idle workers (kept for
+    ``WORKER_IDLE_TIMEOUT`` seconds) skip start-up and, for the same model,
+    the model load.
+    """
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None and not _is_usable(_POOL, n_workers):
+            _POOL.shutdown(wait=False)
+            _POOL = None
+        if _POOL is None:
+            _POOL = ProcessPoolExecutor(max_workers=n_workers, timeout=WORKER_IDLE_TIMEOUT)
+        return _POOL
+
+
+def discard_pool(pool) -> None:
+    """Shut ``pool`` down, kill its workers, and start a new pool on the next run."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is pool:
+            _POOL = None
     try:
-        executor.shutdown(wait=True, kill_workers=True)
+        pool.shutdown(wait=True, kill_workers=True)
     except RuntimeError:
         # A Ctrl-C that lands inside ``submit`` can stop loky after it spawned
         # the workers but before it started the thread that manages them, so
         # ``shutdown`` cannot join that thread and nothing would kill them.
-        # NOTE: ``_processes`` and ``_executor_manager_thread`` are private to
-        # loky (checked with joblib 1.6.0).
-        logger.debug("loky executor interrupted while starting; killing its workers")
-        for process in list(getattr(executor, "_processes", {}).values()):
+        # NOTE: ``_processes`` is private to loky (checked with joblib 1.6.0).
+        logger.debug("loky pool interrupted while starting; killing its workers")
+        for process in list(getattr(pool, "_processes", {}).values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
-        # Forget the thread that never started, so that the next run's
-        # get_reusable_executor can shut this executor down and build a new one.
-        executor._executor_manager_thread = None
 
 
 class LokyBackend(Backend):
@@ -205,17 +239,18 @@ class LokyBackend(Backend):
         yield _SharedArraySlicer(path)
 
     def imap_unordered(self, func, blocks, max_in_flight):
-        executor = get_reusable_executor(max_workers=self.n_workers, timeout=WORKER_IDLE_TIMEOUT)
+        pool = get_pool(self.n_workers)
 
         def stop_workers(exc):
-            # On KeyboardInterrupt or when the consumer stops early, stop the
-            # running blocks at once instead of letting each finish. An error
-            # raised by the estimator leaves the pool for the next run.
-            if not isinstance(exc, Exception):
-                _shutdown_killing_workers(executor)
+            # On KeyboardInterrupt, when the consumer stops early, or when a
+            # worker died (which breaks a loky pool), stop the running blocks
+            # at once and start a fresh pool next time. An error raised by the
+            # estimator leaves the pool for the next run.
+            if isinstance(exc, WorkerCrashedError) or not isinstance(exc, Exception):
+                discard_pool(pool)
 
         yield from bounded_imap(
-            lambda block: executor.submit(call_recording_warnings, func, block),
+            lambda block: pool.submit(call_recording_warnings, func, block),
             blocks,
             max_in_flight,
             on_error=stop_workers,

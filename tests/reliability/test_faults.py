@@ -339,12 +339,14 @@ def _is_loky_worker(process):
 
 
 def test_interrupt_while_pool_starts_kills_workers(iris_frame, monkeypatch):
-    from joblib.externals.loky import get_reusable_executor, process_executor
+    from joblib.externals.loky import process_executor
+
+    from postfit.backends import loky as loky_backend
 
     X, y = iris_frame
     model = LogisticRegression(max_iter=1000).fit(X.to_numpy(), y)
     # A fresh pool, so that the next run spawns workers and starts loky's manager thread.
-    get_reusable_executor().shutdown(wait=True, kill_workers=True)
+    loky_backend.discard_pool(loky_backend.get_pool(2))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     spawned = []

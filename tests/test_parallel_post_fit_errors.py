@@ -236,3 +236,14 @@ def test_empty_input_gives_estimator_own_answer(fitted_on_frame, frame, kind):
             fitted_on_frame.predict(X)
         with pytest.raises(type(expected.value), match=re.escape(str(expected.value)[:40])):
             wrapper.predict(X)
+
+
+def test_numpy_integer_n_jobs_accepted():
+    # Parameter grids built with np.arange hold NumPy integers.
+    X = np.arange(40.0).reshape(20, 2)
+    y = (X[:, 0] > 20).astype(int)
+    model = LogisticRegression().fit(X, y)
+    wrapper = ParallelPostFit(model, n_jobs=np.int64(2), backend="threading", block_size=5)
+    np.testing.assert_array_equal(wrapper.predict(X), model.predict(X))
+    with pytest.raises(ValueError, match="n_jobs"):
+        ParallelPostFit(model, n_jobs=np.bool_(True)).predict(X)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 
 import joblib
+import numpy as np
 
 from .._blocks import take_rows
 
@@ -20,7 +22,7 @@ def effective_n_workers(n_jobs) -> int:
     value, ``-1`` means all cores, ``-2`` all but one, and so on.
     """
     check_n_jobs(n_jobs)
-    return max(1, joblib.effective_n_jobs(n_jobs))
+    return max(1, joblib.effective_n_jobs(None if n_jobs is None else int(n_jobs)))
 
 
 def check_n_jobs(n_jobs) -> None:
@@ -29,7 +31,10 @@ def check_n_jobs(n_jobs) -> None:
     Unlike :func:`effective_n_workers` it does not count the cores, which
     takes a few hundred microseconds, so the direct path can skip that.
     """
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)):
+    # NumPy integers count: parameter grids built with np.arange produce them.
+    if n_jobs is not None and (
+        isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, numbers.Integral)
+    ):
         raise ValueError(f"n_jobs must be an int or None, got {n_jobs!r}. Use -1 for all cores.")
     if n_jobs == 0:
         raise ValueError("n_jobs == 0 has no meaning. Use -1 for all cores or a positive count.")

@@ -122,6 +122,7 @@ class _InMemoryRun:
         self.collector = OutputCollector(self.n, X.index if has_index(X) else None, meta)
         self.next_index = 0
         self.position = 0
+        self.whole_output = None
         self.bar = None
 
     # The budget and the worker count take a few hundred microseconds to
@@ -168,7 +169,20 @@ class _InMemoryRun:
                 self.run_backend(self.options.backend, self.n_workers, seconds_per_row=None)
         finally:
             self.bar.close()
+        if self.whole_output is not None:
+            return self.whole_output
         return self.collector.result()
+
+    def score_whole(self):
+        """Score all of X in one call in this thread, with the estimator's own threading."""
+        block = Block(self.next_index, 0, self.n, take_rows(self.X, 0, self.n))
+        with attach_block(block):
+            out = run_block(
+                self.estimator, self.method, block, self.kwargs, restore_names=self.restore_names
+            )
+        self.bar.update(self.n - self.position)
+        self.position = self.n
+        return out
 
     def run_auto(self):
         if self.n <= _plan.DIRECT_MAX_ROWS and self.fits_one_call(self.n):
@@ -183,6 +197,13 @@ class _InMemoryRun:
         remaining = self.n - self.position
         work = seconds_per_row * remaining
         if remaining == 0:
+            return
+        rescore = self.position <= self.n * _plan.RESCORE_MAX_SHARE and self.fits_one_call(self.n)
+        if work < _plan.DIRECT_MAX_SECONDS and rescore:
+            # Scoring everything again in one call costs less than copying the
+            # probes' outputs and the rest into one array, for so cheap a model.
+            self.log_plan("sequential", 1, self.n, None, f"{work:.3f} s of work: one call")
+            self.whole_output = self.score_whole()
             return
         if work < _plan.DIRECT_MAX_SECONDS:
             self.finish_sequential(seconds_per_row, overhead, f"{work:.3f} s of work left")
@@ -247,14 +268,17 @@ class _InMemoryRun:
         blocks never exceed the user's block size.
         """
         limit = self.block_size_limit() or self.n
-        rows = min(128, limit)
+        rows = min(max(128, self.n // _plan.PROBE_FIRST_SHARE), limit)
         timings = []
         while True:
             start = self.position
             stop = min(self.n, start + rows)
             timings.append((stop - start, self.score_here(stop, inner_threads=1)))
             long_enough = timings[-1][1] >= _plan.PROBE_MIN_SECONDS and len(timings) >= 2
-            if long_enough or stop >= self.n // 8 or stop >= self.n or rows >= limit:
+            # A probe's time per row includes the call's fixed cost, so it
+            # overestimates; when even that says the rest is cheap, stop.
+            cheap = timings[-1][1] / (stop - start) * (self.n - stop) < _plan.DIRECT_MAX_SECONDS
+            if long_enough or cheap or stop >= self.n // 8 or stop >= self.n or rows >= limit:
                 break
             rows = min(rows * 4, limit)
         return _fit_call_time(timings)

@@ -40,6 +40,20 @@ def check_n_jobs(n_jobs) -> None:
         raise ValueError("n_jobs == 0 has no meaning. Use -1 for all cores or a positive count.")
 
 
+def submit_until_full(pending: dict, blocks: Iterator, max_in_flight: int, submit) -> bool:
+    """Submit blocks until ``max_in_flight`` are pending; return False once none are left.
+
+    ``pending`` maps each handle that ``submit(block)`` returns (a future, an
+    object reference) to its block, so every backend bounds memory the same way.
+    """
+    while len(pending) < max_in_flight:
+        block = next(blocks, None)
+        if block is None:
+            return False
+        pending[submit(block)] = block
+    return True
+
+
 class InputSlicer:
     """Cut rows of an in-memory input into what a worker receives for a block.
 

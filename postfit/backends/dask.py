@@ -27,7 +27,7 @@ import distributed
 from .._errors import attach_block
 from .._kernel import Block
 from ..exceptions import WorkerCrashedError
-from ._base import Backend
+from ._base import Backend, submit_until_full
 
 logger = logging.getLogger(__name__)
 
@@ -193,18 +193,17 @@ class DaskBackend(Backend):
         attempts = {}
         blocks = iter(blocks)
         exhausted = False
+
+        def submit_first(block):
+            attempts[block.index] = 0
+            future = self._submit(target, args, keywords, block, 0)
+            finished.add(future)
+            return future
+
         try:
             while True:
-                while not exhausted and len(pending) < max_in_flight:
-                    block = next(blocks, None)
-                    if block is None:
-                        exhausted = True
-                        break
-                    attempts[block.index] = 0
-                    future = self._submit(target, args, keywords, block, 0)
-                    pending[future] = block
-                    finished.add(future)
-
+                if not exhausted:
+                    exhausted = not submit_until_full(pending, blocks, max_in_flight, submit_first)
                 if not pending:
                     return
                 future = next(finished)

@@ -31,6 +31,7 @@ import logging
 import pickle
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import cloudpickle
@@ -46,7 +47,7 @@ from .._errors import add_note, attach_block
 from .._kernel import ModelRef, call_method, limit_threads, resolve_model
 from .._meta import meta_from_attributes, normalize_user_meta
 from ..exceptions import BlockError, WorkerCrashedError
-from ._base import Backend, InputSlicer, effective_n_workers
+from ._base import Backend, InputSlicer, effective_n_workers, submit_until_full
 
 logger = logging.getLogger(__name__)
 
@@ -260,12 +261,10 @@ class RayBackend(Backend):
         exhausted = False
         try:
             while True:
-                while not exhausted and len(pending) < max_in_flight:
-                    block = next(blocks, None)
-                    if block is None:
-                        exhausted = True
-                        break
-                    pending[self._remote.remote(func_handle, block)] = block
+                if not exhausted:
+                    exhausted = not submit_until_full(
+                        pending, blocks, max_in_flight, partial(self._remote.remote, func_handle)
+                    )
                 if not pending:
                     return
                 done, _ = ray.wait(list(pending), num_returns=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 
 from .._errors import attach_block
-from ._base import Backend
+from ._base import Backend, submit_until_full
 
 
 def _drain(pending, first_only):
@@ -33,12 +33,8 @@ def bounded_imap(submit, blocks, max_in_flight, on_error=None, unwrap=None):
     exhausted = False
     try:
         while True:
-            while not exhausted and len(pending) < max_in_flight:
-                block = next(blocks, None)
-                if block is None:
-                    exhausted = True
-                    break
-                pending[submit(block)] = block
+            if not exhausted:
+                exhausted = not submit_until_full(pending, blocks, max_in_flight, submit)
             if not pending:
                 return
             for future in _drain(pending, first_only=True):

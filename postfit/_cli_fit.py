@@ -256,17 +256,7 @@ def add_fit_parser(subparsers):
         help="memory the two blocks held at once may use, in bytes or with a unit such as "
         "512MiB or 2GB (default: auto, a quarter of available memory, 256 MiB to 4 GiB)",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="show a progress bar of blocks and epochs (default: when stderr is a terminal)",
-    )
-    progress.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
+    cli.add_progress_flags(parser, "show a progress bar of blocks and epochs")
     parser.set_defaults(handler=run_fit)
 
 

@@ -91,6 +91,21 @@ def _column_types(text):
     return types
 
 
+def add_progress_flags(parser, description):
+    """Add ``--progress`` / ``--no-progress``; without either, the bar shows on a terminal."""
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help=f"{description} (default: when stderr is a terminal)",
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+
+
 def _memory_size(text):
     from ._plan import parse_memory_budget
 
@@ -204,17 +219,7 @@ def _add_run_arguments(parser):
         help="memory the run may use beyond the model, in bytes or with a unit such as "
         "512MiB or 2GB (default: auto, a quarter of available memory, 256 MiB to 4 GiB)",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="show a progress bar with rows/s and ETA (default: when stderr is a terminal)",
-    )
-    progress.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
+    add_progress_flags(parser, "show a progress bar with rows/s and ETA")
 
 
 # Running --------------------------------------------------------------------------

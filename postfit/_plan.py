@@ -89,7 +89,7 @@ _UNITS = {
 
 @dataclass
 class Plan:
-    """How a run is cut and run: the result of planning, logged at DEBUG."""
+    """The result of planning: backend, workers and block sizes of a run, logged at DEBUG."""
 
     backend: str
     n_workers: int

@@ -276,7 +276,7 @@ class _InMemoryRun:
             timings.append((stop - start, self.score_here(stop, inner_threads=1)))
             long_enough = timings[-1][1] >= _plan.PROBE_MIN_SECONDS and len(timings) >= 2
             # A probe's time per row includes the call's fixed cost, so it
-            # overestimates; when even that says the rest is cheap, stop.
+            # overestimates. When even that estimate calls the rest cheap, stop.
             cheap = timings[-1][1] / (stop - start) * (self.n - stop) < _plan.DIRECT_MAX_SECONDS
             if long_enough or cheap or stop >= self.n // 8 or stop >= self.n or rows >= limit:
                 break

@@ -120,8 +120,8 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         ``distributed.Client`` rather than the current default client.
     n_jobs : int or None, default=-1
         Number of workers, with scikit-learn's meaning: ``-1`` for all cores,
-        ``None`` for 1 unless a ``joblib.parallel_config`` context says
-        otherwise.
+        ``None`` for 1 unless a ``joblib.parallel_config`` context sets
+        another value.
     block_size : int or "auto", default="auto"
         Rows per block. ``"auto"`` aims at about 100 ms of work and at most
         32 MiB of input per block, with at least four blocks per worker,
@@ -645,7 +645,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         ----------
         X : array-like, frame, Dask collection or file source
         y : array-like, Dask collection or str, default=None
-            Targets, or the name of a column of X that holds them.
+            Targets, or the name of the column of X that contains them.
         sample_weight : array-like of shape (n_samples,), default=None
         execute : bool, default=None
             False returns a lazy (Dask) score. None or True compute the score

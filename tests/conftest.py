@@ -34,7 +34,7 @@ def require_loopback_only():
     """Fail with instructions when a cluster test would run with a real network.
 
     Ray probes a public address to find its own and listens on every interface,
-    so cluster tests run inside a namespace that holds nothing but loopback.
+    so cluster tests run inside a namespace that contains nothing but loopback.
     """
     if os.environ.get(ALLOW_NETWORK_ENV) == "1":
         return

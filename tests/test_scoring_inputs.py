@@ -338,7 +338,7 @@ def test_dask_frame_target_column_is_lazy(iris, sync_dask):
 
 
 def test_dask_score_computes_by_default(iris, sync_dask):
-    # dask-ml's and Mars's score return a number for lazy inputs unless told otherwise.
+    # dask-ml's and Mars's score return a number for lazy inputs unless compute=False.
     model, X, y = iris
     frame = dd.from_pandas(X.assign(target=y), npartitions=4)
     got = ParallelPostFit(model, scoring=FIVE_METRICS).score(frame, "target")

@@ -2,7 +2,7 @@
 
 Each backend is a subclass of :class:`Backend` registered under a name.
 Optional engines (Dask, Ray) are registered by import path and imported only
-when a run asks for them, so that postfit imports without them installed.
+when a run requests them, so that postfit imports without them installed.
 """
 
 from __future__ import annotations

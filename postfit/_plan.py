@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Plan",
     "choose_block_size",
+    "fit_to_unit",
     "estimate_row_nbytes",
     "parse_memory_budget",
     "validate_block_size",
@@ -220,6 +221,38 @@ def choose_block_size(
         target = max(TARGET_BLOCK_SECONDS, CALL_OVERHEAD_RATIO * seconds_per_call)
         limits.append(int(target / seconds_per_row))
     return max(1, min(limits))
+
+
+def fit_to_unit(
+    block_rows: int,
+    unit_rows: int | None,
+    n_units: int,
+    row_nbytes: int,
+    n_workers: int,
+    memory_budget: int,
+) -> int:
+    """Return ``block_rows`` fitted to the rows a source reads at once, such as a row group.
+
+    A source that decodes a whole unit to read any of its rows reads a unit
+    cut into ``m`` blocks ``m`` times. So a unit larger than ``block_rows``
+    becomes one block when one block per worker fits the memory budget and
+    the units still number at least two per worker; otherwise it is cut
+    into equal blocks, the fewest that keep each within ``block_rows``.
+
+    Examples
+    --------
+    >>> fit_to_unit(83_000, 250_000, 80, 400, n_workers=2, memory_budget=2**30)
+    250000
+    >>> fit_to_unit(100_000, 250_000, 80, 400, n_workers=2, memory_budget=2**28)
+    83334
+    """
+    if not unit_rows or unit_rows <= block_rows:
+        return block_rows
+    per_worker = unit_rows * row_nbytes * BLOCK_MEMORY_FACTOR
+    if per_worker * n_workers <= memory_budget and n_units >= 2 * n_workers:
+        return unit_rows
+    parts = math.ceil(unit_rows / block_rows)
+    return math.ceil(unit_rows / parts)
 
 
 def max_in_flight(block_size: int, row_nbytes: int, n_workers: int, memory_budget: int) -> int:

@@ -216,6 +216,10 @@ def score_source(plan, estimator, source, y, sample_weight, options):
         block_rows = _plan.choose_block_size(
             max(estimated, 1), row_nbytes, backend.n_workers, budget
         )
+        unit_rows, n_units = source.read_unit()
+        block_rows = _plan.fit_to_unit(
+            block_rows, unit_rows, n_units, row_nbytes, backend.n_workers, budget
+        )
     blocks = source.blocks(block_rows, features, keep, as_numpy)
 
     y_values = None if target is not None or y is None else np.asarray(y)

@@ -553,6 +553,12 @@ def _auto_block_size(X, memory_budget) -> int:
         row_nbytes = _plan.estimate_row_nbytes(X)
     # A huge row count turns off choose_block_size's minimum number of blocks.
     size = _plan.choose_block_size(2**62, row_nbytes, n_workers=1, memory_budget=budget)
+    if is_source(X):
+        unit_rows, n_units = X.read_unit()
+        fitted = _plan.fit_to_unit(size, unit_rows, n_units, row_nbytes, 1, budget)
+        if fitted != size:
+            # Blocks follow the row groups, which are already cut evenly.
+            return fitted
     if rows > 0:
         n_blocks = -(-rows // size)
         size = -(-rows // n_blocks)

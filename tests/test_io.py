@@ -363,3 +363,72 @@ def test_empty_parquet_file_only(tmp_path, frame, pipeline):
     assert got.shape == (0,)
     assert got.dtype == pipeline.classes_.dtype
     assert os.path.exists(tmp_path / "empty.parquet")
+
+
+# Row groups and the automatic block size ---------------------------------------
+
+GROUP_ROWS = 5_000
+N_GROUPS = 8
+
+
+@pytest.fixture(scope="module")
+def grouped_parquet(tmp_path_factory):
+    """Eight row groups of 5,000 rows × 20 float64 columns and a binary target."""
+    rng = np.random.default_rng(3)
+    names = [f"f{i}" for i in range(20)]
+    X = rng.normal(size=(GROUP_ROWS * N_GROUPS, 20))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    path = tmp_path_factory.mktemp("grouped") / "data.parquet"
+    table = pa.table({**dict(zip(names, X.T, strict=True)), "target": y})
+    pq.write_table(table, path, row_group_size=GROUP_ROWS)
+    return path, names, X, y
+
+
+@pytest.mark.parametrize(
+    ("budget", "n_blocks"),
+    [
+        # One row group per worker fits: the run reads whole row groups.
+        (24 * 2**20, N_GROUPS),
+        # It does not: each row group is cut into four equal blocks, where
+        # the budget alone allows 1,562 rows (four blocks, the last of 314).
+        (10 * 2**20, 4 * N_GROUPS),
+    ],
+)
+def test_auto_blocks_follow_row_groups(grouped_parquet, budget, n_blocks, tmp_path):
+    from sklearn.tree import DecisionTreeClassifier
+
+    path, names, X, y = grouped_parquet
+    model = DecisionTreeClassifier(max_depth=6, random_state=0).fit(X, y)
+    clf = ParallelPostFit(model, backend="threading", n_jobs=2, memory_budget=budget)
+    result = clf.predict_proba(postfit.read_parquet(path, columns=names), output=tmp_path / "o")
+    assert result.n_blocks == n_blocks
+    written = pd.read_parquet(result.path)
+    assert_array_equal(written.to_numpy(), model.predict_proba(X))
+
+
+def test_score_and_incremental_blocks_follow_row_groups(grouped_parquet, monkeypatch):
+    from postfit.io import _parquet
+
+    path, names, X, y = grouped_parquet
+    model = LogisticRegression().fit(X, y)
+    source = postfit.read_parquet(path, columns=[*names, "target"])
+    seen = []
+    original = _parquet.ParquetPart.read_table
+
+    def counting(self, columns):
+        seen.append((tuple(self.row_groups), self.batch))
+        return original(self, columns)
+
+    monkeypatch.setattr(_parquet.ParquetPart, "read_table", counting)
+    # The budget alone allows 4,993 rows a block for scoring, and 3,900 for training.
+    clf = ParallelPostFit(model, backend="threading", n_jobs=2, memory_budget=10 * 2**20)
+    assert clf.score(source, "target") == model.score(X, y)
+    assert sorted(seen) == [((g,), None) for g in range(N_GROUPS)]
+
+    seen.clear()
+    from sklearn.linear_model import SGDClassifier
+
+    inc = postfit.Incremental(SGDClassifier(random_state=0), shuffle_blocks=False, max_iter=1)
+    inc.set_params(memory_budget=5 * 2**20)
+    inc.fit(source, "target", classes=[0, 1])
+    assert seen == [((g,), None) for g in range(N_GROUPS)]

@@ -213,6 +213,10 @@ class ParquetSource(Source):
     def estimated_rows(self):
         return self.n_rows
 
+    def read_unit(self):
+        groups = [rows for meta in self._files for rows in meta.group_rows]
+        return (max(groups), len(groups)) if groups else (None, 0)
+
     def row_nbytes(self, columns=None):
         columns = columns if columns is not None else self.column_names()
         rows = max(1, self.n_rows)

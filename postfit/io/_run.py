@@ -402,6 +402,11 @@ def _plan_blocks(options, data, n_workers):
         block_rows = _plan.choose_block_size(
             max(1, data.estimated_rows), row_nbytes, n_workers, budget
         )
+        if isinstance(data, _SourceInput):
+            unit_rows, n_units = data.source.read_unit()
+            block_rows = _plan.fit_to_unit(
+                block_rows, unit_rows, n_units, row_nbytes, n_workers, budget
+            )
     in_flight = _plan.max_in_flight(block_rows, row_nbytes, n_workers, budget)
     return block_rows, in_flight
 

@@ -156,6 +156,14 @@ class Source(ABC):
         """Return the number of rows, or an estimate where the format does not store it."""
         return self.n_rows or 0
 
+    def read_unit(self) -> tuple[int | None, int]:
+        """Return ``(rows, count)`` of the units the format decodes whole, such as row groups.
+
+        ``rows`` is the largest unit's row count, or None where the format
+        reads any range of rows without decoding more.
+        """
+        return None, 0
+
     @abstractmethod
     def row_nbytes(self, columns=None) -> int:
         """Estimate the bytes one row of ``columns`` takes in memory once read."""

@@ -3,6 +3,11 @@
 postfit scores the files under the budget in one pass. For reference, the
 same metrics are computed by scikit-learn's multi-metric scorer on the whole
 dataset read into memory, which also checks postfit's values.
+
+The five metrics reduce each block to a few numbers. A rank metric such as
+ROC AUC keeps one score and one label per row instead, whose memory grows
+with the rows and is outside the budget; a second postfit variant adds it to
+show that cost.
 """
 
 from __future__ import annotations
@@ -13,19 +18,21 @@ from .._common import MIB, feature_available, load_average, run_child
 from .._data import FEATURES, TARGET, dataset_nbytes, layout_text
 from ._files import dataset, load_model, model_mib, model_path, read_features
 
-METRICS = ["accuracy", "balanced_accuracy", "f1", "neg_log_loss", "roc_auc"]
+METRICS = ["accuracy", "balanced_accuracy", "f1", "neg_log_loss", "neg_brier_score"]
+#: The metric of the informational variant, which gathers per-row outputs.
+GATHERED = "roc_auc"
 FULL = {"budget": "256MiB", "budget_mib": 256}
 QUICK = {"budget": "32MiB", "budget_mib": 32}
 CHILD = "benchmarks.suites.scoring"
 
 
-def variant_postfit(folder: str, model: str, budget: str) -> dict:
+def variant_postfit(folder: str, model: str, budget: str, metrics: list | None = None) -> dict:
     import postfit
     from postfit import ParallelPostFit
 
     estimator = load_model(model)
     source = postfit.read_parquet(folder, columns=[*FEATURES, TARGET])
-    wrapper = ParallelPostFit(estimator, scoring=METRICS, memory_budget=budget)
+    wrapper = ParallelPostFit(estimator, scoring=metrics or METRICS, memory_budget=budget)
     start = time.perf_counter()
     scores = wrapper.score(source, TARGET)
     return {"seconds": time.perf_counter() - start, "scores": scores}
@@ -68,6 +75,15 @@ def run(quick: bool) -> dict:
         f"{CHILD}:variant_postfit",
         {"folder": str(folder), "model": str(model), "budget": params["budget"]},
     )
+    gathered = run_child(
+        f"{CHILD}:variant_postfit",
+        {
+            "folder": str(folder),
+            "model": str(model),
+            "budget": params["budget"],
+            "metrics": [*METRICS, GATHERED],
+        },
+    )
     reference = run_child(
         f"{CHILD}:variant_sklearn_in_memory", {"folder": str(folder), "model": str(model)}
     )
@@ -76,6 +92,7 @@ def run(quick: bool) -> dict:
     for name, result in (
         ("baseline (imports and model only)", baseline),
         (f"postfit score from Parquet, budget {params['budget']}", ours),
+        (f"the same with {GATHERED} as well (not counted in the target)", gathered),
         ("scikit-learn multi-metric scorer, data in memory", reference),
     ):
         row = {"variant": name, "seconds": round(result.get("seconds", 0.0), 2)}
@@ -98,6 +115,11 @@ def run(quick: bool) -> dict:
         for metric in METRICS:
             mine, theirs = ours["scores"].get(metric), reference["scores"].get(metric)
             notes.append(f"{metric}: postfit {mine!r}, scikit-learn {theirs!r}")
+    if "error" not in gathered:
+        notes.append(
+            f"{GATHERED} keeps one score and one label per row until the end, so its memory "
+            "grows with the rows; it is not part of the five-metric target."
+        )
     size = dataset_nbytes(folder)
     return {
         "status": "ok",

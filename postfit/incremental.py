@@ -555,7 +555,9 @@ def _auto_block_size(X, memory_budget) -> int:
     size = _plan.choose_block_size(2**62, row_nbytes, n_workers=1, memory_budget=budget)
     if is_source(X):
         unit_rows, n_units = X.read_unit()
-        fitted = _plan.fit_to_unit(size, unit_rows, n_units, row_nbytes, 1, budget)
+        # Two blocks are held at once, as two workers' would be: the one
+        # training and the one read ahead.
+        fitted = _plan.fit_to_unit(size, unit_rows, n_units, row_nbytes, 2, budget)
         if fitted != size:
             # Blocks follow the row groups, which are already cut evenly.
             return fitted

@@ -420,7 +420,7 @@ def test_score_and_incremental_blocks_follow_row_groups(grouped_parquet, monkeyp
         return original(self, columns)
 
     monkeypatch.setattr(_parquet.ParquetPart, "read_table", counting)
-    # The budget alone allows 4,993 rows a block for scoring, and 3,900 for training.
+    # The budget alone allows 4,993 rows a block for scoring and 3,900 for training.
     clf = ParallelPostFit(model, backend="threading", n_jobs=2, memory_budget=10 * 2**20)
     assert clf.score(source, "target") == model.score(X, y)
     assert sorted(seen) == [((g,), None) for g in range(N_GROUPS)]
@@ -431,4 +431,5 @@ def test_score_and_incremental_blocks_follow_row_groups(grouped_parquet, monkeyp
     inc = postfit.Incremental(SGDClassifier(random_state=0), shuffle_blocks=False, max_iter=1)
     inc.set_params(memory_budget=5 * 2**20)
     inc.fit(source, "target", classes=[0, 1])
-    assert seen == [((g,), None) for g in range(N_GROUPS)]
+    # Training holds two blocks, so each row group is cut in two equal halves.
+    assert seen == [((g,), (GROUP_ROWS // 2, k)) for g in range(N_GROUPS) for k in range(2)]

@@ -29,10 +29,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import _plan
-from ._blocks import EmptyOutput, empty_like, is_arrow_table, is_polars, n_rows, take_rows
-from ._errors import attach_block
-from ._kernel import Block, call_method, restore_feature_names, run_block
-from ._meta import coerce_to_meta, meta_from_attributes, normalize_user_meta
+from ._blocks import empty_like, is_arrow_table, is_polars, n_rows, take_rows
+from ._dask_tasks import score_chunk, score_partition
+from ._kernel import call_method, restore_feature_names
+from ._meta import meta_from_attributes, normalize_user_meta
 from ._validation import check_input_features
 from .backends import effective_n_workers
 
@@ -427,49 +427,3 @@ def output_columns(estimator, method, width):
         if names is not None and len(names) == width:
             return pd.Index(names)
     return pd.RangeIndex(width)
-
-
-# Per-chunk functions, run by the workers ------------------------------------
-
-
-def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=None):
-    """Score one chunk of a Dask Array and return the output as ``meta``'s type."""
-    index, start, stop = 0, None, None
-    if block_info is not None and 0 in block_info:
-        index = block_info[0]["chunk-location"][0]
-        start, stop = block_info[0]["array-location"][0]
-        if np.isnan(start) or np.isnan(stop):
-            start = stop = None
-    block = Block(index, start, stop, data)
-    with attach_block(block):
-        out = run_block(model, method, block, kwargs, restore_names=restore_names)
-
-    if isinstance(out, EmptyOutput):
-        return meta
-    if sp.issparse(meta):
-        out = out if sp.issparse(out) else sp.csr_matrix(np.asarray(out))
-        return out.asformat(meta.format).astype(meta.dtype)
-    return coerce_to_meta(np.asarray(out), meta)
-
-
-def score_partition(part, model, method, kwargs, to_numpy, meta, partition_info=None):
-    """Score one partition of a Dask DataFrame or Series and return it as ``meta``'s type.
-
-    The output takes the partition's index, so the result keeps the input's
-    index and divisions.
-    """
-    number = partition_info["number"] if partition_info else 0
-    data = part.to_numpy() if to_numpy else part
-    block = Block(number, None, None, data)
-    with attach_block(block):
-        out = run_block(model, method, block, kwargs)
-
-    if isinstance(out, EmptyOutput):
-        return meta.set_axis(part.index[:0], axis=0)
-    if isinstance(meta, pd.Series):
-        values = out.to_numpy() if isinstance(out, (pd.Series, pd.DataFrame)) else out
-        values = np.asarray(values).reshape(len(part))
-        return pd.Series(values, index=part.index, name=meta.name).astype(meta.dtype)
-    values = out.to_numpy() if isinstance(out, pd.DataFrame) else np.asarray(out)
-    frame = pd.DataFrame(values, index=part.index, columns=meta.columns)
-    return frame.astype(meta.dtypes.to_dict())

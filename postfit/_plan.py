@@ -50,6 +50,10 @@ DIRECT_MAX_ROWS = 4096
 #: ... and finishes in the calling thread when the measured single-thread work
 #: left is below this many seconds.
 DIRECT_MAX_SECONDS = 0.05
+#: Estimated single-thread work left, below DIRECT_MAX_SECONDS, from which
+#: the automatic backend still splits the rows over threads. Starting threads
+#: and limiting BLAS costs well under a millisecond.
+THREADS_MIN_SECONDS = 0.005
 #: Estimated single-thread work below which processes do not pay for their
 #: start-up and for sending the model.
 PROCESS_MIN_SECONDS = 2.0

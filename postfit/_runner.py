@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["RunOptions", "execute_blocks", "run_in_memory"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOptions:
-    """The knobs a user sets for a run, validated by the wrapper."""
+    """The knobs a user sets for a run, validated by the wrapper; shared, so never changed."""
 
     backend: str = "auto"
     n_jobs: int | None = -1
@@ -199,6 +199,12 @@ class _InMemoryRun:
         if remaining == 0:
             return
         rescore = self.position <= self.n * _plan.RESCORE_MAX_SHARE and self.fits_one_call(self.n)
+        if _plan.THREADS_MIN_SECONDS <= work < _plan.DIRECT_MAX_SECONDS:
+            # Cheap per row but many rows: memory-bound work such as a linear
+            # model's, which two threads run faster than the estimator's own
+            # BLAS threads, and GIL-bound work loses under a millisecond.
+            self.run_backend("threading", self.n_workers, seconds_per_row, overhead)
+            return
         if work < _plan.DIRECT_MAX_SECONDS and rescore:
             # Scoring everything again in one call costs less than copying the
             # probes' outputs and the rest into one array, for so cheap a model.
@@ -275,9 +281,9 @@ class _InMemoryRun:
             stop = min(self.n, start + rows)
             timings.append((stop - start, self.score_here(stop, inner_threads=1)))
             long_enough = timings[-1][1] >= _plan.PROBE_MIN_SECONDS and len(timings) >= 2
-            # A probe's time per row includes the call's fixed cost, so it
-            # overestimates. When even that estimate calls the rest cheap, stop.
-            cheap = timings[-1][1] / (stop - start) * (self.n - stop) < _plan.DIRECT_MAX_SECONDS
+            # The work left is estimated without the call's fixed cost once
+            # two probes separate it from the cost per row.
+            cheap = _fit_call_time(timings)[1] * (self.n - stop) < _plan.DIRECT_MAX_SECONDS
             if long_enough or cheap or stop >= self.n // 8 or stop >= self.n or rows >= limit:
                 break
             rows = min(rows * 4, limit)

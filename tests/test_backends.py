@@ -294,6 +294,12 @@ def test_planner_little_work_finishes_in_one_call(planner):
     assert planner(10_000, seconds_per_row=1e-9) == ["direct"]
 
 
+def test_planner_cheap_work_on_many_rows_splits_over_threads(planner):
+    # 10 ms of single-thread work: too little for processes or a second
+    # probe, enough for two threads to beat one memory-bound call.
+    assert planner(100_000, seconds_per_row=1e-7) == ["threading"]
+
+
 def test_planner_threads_when_they_scale(planner):
     assert planner(10_000, seconds_per_row=1e-3, speedup=1.9) == ["threading"]
 

@@ -152,6 +152,24 @@ def test_invalid_option_on_predict(fitted_on_frame, frame, name, value, message,
         wrapper.predict(frame[0])
 
 
+@pytest.mark.parametrize(("name", "value", "message"), INVALID_OPTIONS)
+def test_invalid_option_set_after_a_call(fitted_on_frame, frame, name, value, message):
+    # Valid options are remembered between calls; a changed one is checked again.
+    wrapper = ParallelPostFit(fitted_on_frame, n_jobs=1)
+    wrapper.predict(frame[0])
+    wrapper.set_params(**{name: value})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        wrapper.predict(frame[0])
+
+
+def test_unfitted_estimator_set_after_a_call(fitted_on_frame, frame):
+    wrapper = ParallelPostFit(fitted_on_frame)
+    wrapper.predict(frame[0])
+    wrapper.set_params(estimator=LogisticRegression())
+    with pytest.raises(NotFittedError, match="is not fitted yet"):
+        wrapper.predict(frame[0])
+
+
 @pytest.mark.parametrize(("name", "value", "message"), INVALID_OPTIONS[:3])
 def test_invalid_option_on_fit(frame, name, value, message):
     wrapper = ParallelPostFit(LogisticRegression(), **{name: value})

@@ -375,3 +375,37 @@ def test_loky_worker_warning_as_error_names_block():
     with pytest.raises(RuntimeWarning, match="scored 10 rows") as info:
         wrapper.predict(X)
     assert info.value.__notes__[0].startswith("postfit: raised while scoring block")
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        [(0, 10), (10, 500), (500, 1000)],
+        # Out of order, overlapping and repeated cuts still read the right rows.
+        [(0, 10), (500, 700), (10, 500), (700, 1000), (3, 8), (500, 700)],
+        # Rows before the first cut (the planner's probes) are never needed.
+        [(300, 600), (600, 1000)],
+    ],
+)
+@pytest.mark.parametrize("shape", [(1000, 3), (1000,), (1000, 2, 3)])
+def test_loky_shared_input_written_as_blocks_are_cut(cuts, shape):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=shape)
+    backend = LokyBackend(2)
+    try:
+        with backend.ship_input(X) as slicer:
+            parts = [slicer(lo, hi) for lo, hi in cuts]
+            for part, (lo, hi) in zip(parts, cuts, strict=True):
+                np.testing.assert_array_equal(part.load(), X[lo:hi])
+    finally:
+        backend.close()
+
+
+def test_loky_shared_input_of_a_fortran_array():
+    X = np.asfortranarray(np.random.default_rng(1).normal(size=(200, 4)))
+    backend = LokyBackend(2)
+    try:
+        with backend.ship_input(X) as slicer:
+            np.testing.assert_array_equal(slicer(50, 120).load(), X[50:120])
+    finally:
+        backend.close()

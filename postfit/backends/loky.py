@@ -122,6 +122,44 @@ class _SharedArraySlicer(InputSlicer):
         return SharedRows(self.path, start, stop, self.layout)
 
 
+class _WritingSlicer(_SharedArraySlicer):
+    """Write each block's rows of a C-ordered array to the shared file as it is cut.
+
+    The workers start on the first blocks while the driver writes the next
+    ones, instead of waiting for the whole array to be copied (0.12 s for
+    2,000,000 × 20 float64). Rows before the first block cut, already scored
+    by the planner's probes, are never written or read.
+    """
+
+    def __init__(self, path, X, fd, offset):
+        super().__init__(path)
+        self.rows = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(-1, 1)
+        self.fd = fd
+        self.offset = offset
+        self.row_nbytes = self.rows.shape[1] * X.itemsize
+        # Rows written so far: one range, extended as blocks come in order.
+        self.written = (0, 0)
+
+    def __call__(self, start, stop):
+        lo, hi = self.written
+        if lo <= start <= hi:
+            self._write(hi, stop)
+            self.written = (lo, max(hi, stop))
+        else:
+            self._write(start, stop)
+            self.written = (start, stop)
+        return super().__call__(start, stop)
+
+    def _write(self, start, stop):
+        if stop <= start:
+            return
+        data = memoryview(self.rows[start:stop]).cast("B")
+        position = self.offset + start * self.row_nbytes
+        while len(data):
+            done = os.pwrite(self.fd, data, position)
+            data, position = data[done:], position + done
+
+
 def call_recording_warnings(func, block):
     """Return ``(func(block), warnings)`` with the warnings raised during the call.
 
@@ -229,14 +267,18 @@ class LokyBackend(Backend):
             yield _SharedArraySlicer(os.fspath(X.filename), layout)
             return
         path = os.path.join(self._temp(), f"input-{id(X):x}.npy")
-        fortran = X.flags.f_contiguous and not X.flags.c_contiguous
-        shared = np.lib.format.open_memmap(
-            _create_private(path), mode="w+", dtype=X.dtype, shape=X.shape, fortran_order=fortran
-        )
-        shared[...] = X
-        shared.flush()
-        del shared
-        yield _SharedArraySlicer(path)
+        if not X.flags.c_contiguous:
+            # Writing the buffer to the file takes less than half the time of
+            # assigning into a fresh memmap, which faults in every page first.
+            with open(_create_private(path), "wb") as f:
+                np.lib.format.write_array(f, X, allow_pickle=False)
+            yield _SharedArraySlicer(path)
+            return
+        with open(_create_private(path), "wb") as f:
+            np.lib.format.write_array_header_2_0(f, np.lib.format.header_data_from_array_1_0(X))
+            offset = f.tell()
+            f.truncate(offset + X.nbytes)
+            yield _WritingSlicer(path, X, f.fileno(), offset)
 
     def imap_unordered(self, func, blocks, max_in_flight):
         pool = get_pool(self.n_workers)

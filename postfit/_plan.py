@@ -31,11 +31,9 @@ __all__ = [
     "validate_block_size",
 ]
 
-#: Work per block that amortises scheduling (an estimated 50 µs a block for
-#: threads) while leaving several blocks per worker for balance.
+#: Least work per block, which amortises scheduling (an estimated 50 µs a
+#: block for threads) while leaving several blocks per worker for balance.
 TARGET_BLOCK_SECONDS = 0.1
-#: Per-row work of a block is at least this multiple of the fixed cost of a call.
-CALL_OVERHEAD_RATIO = 10
 #: Largest input block in bytes, which bounds the temporaries of one block.
 MAX_BLOCK_BYTES = 32 * 2**20
 #: Blocks per worker at least, so that a slow block does not leave a core idle.
@@ -106,7 +104,9 @@ class Plan:
 
 def is_auto_budget(value) -> bool:
     """Return whether ``value`` requests the automatic memory budget."""
-    return value is None or (isinstance(value, str) and value.strip().lower() == "auto")
+    if value is None or value == "auto":
+        return True
+    return isinstance(value, str) and value.strip().lower() == "auto"
 
 
 def check_memory_budget(value) -> None:
@@ -206,10 +206,15 @@ def choose_block_size(
 ) -> int:
     """Return the rows per block that keeps work, memory and balance in range.
 
-    The smallest of: about ``TARGET_BLOCK_SECONDS`` of work per block (when
-    measured, and at least ``CALL_OVERHEAD_RATIO`` times the fixed cost of a
-    call), ``MAX_BLOCK_BYTES`` of input, the memory budget shared by the
-    blocks in flight, and ``MIN_BLOCKS_PER_WORKER`` blocks per worker.
+    The smallest of: the work per block that balances the fixed cost of
+    calls against the wait for the last block (when measured; see below),
+    ``MAX_BLOCK_BYTES`` of input, the memory budget shared by the blocks in
+    flight, and ``MIN_BLOCKS_PER_WORKER`` blocks per worker.
+
+    With ``W`` seconds of work, a fixed cost ``c`` per call and ``w``
+    workers, blocks of ``b`` seconds cost ``W * c / (b * w)`` in calls and
+    up to about ``b / 2`` waiting for the last one; ``b = sqrt(2 * W * c / w)``
+    minimises the sum. Blocks take at least ``TARGET_BLOCK_SECONDS``.
 
     Examples
     --------
@@ -222,7 +227,9 @@ def choose_block_size(
         math.ceil(n_rows / (MIN_BLOCKS_PER_WORKER * n_workers)),
     ]
     if seconds_per_row:
-        target = max(TARGET_BLOCK_SECONDS, CALL_OVERHEAD_RATIO * seconds_per_call)
+        work = n_rows * seconds_per_row
+        balanced = math.sqrt(2 * work * max(seconds_per_call, 0.0) / n_workers)
+        target = max(TARGET_BLOCK_SECONDS, balanced)
         limits.append(int(target / seconds_per_row))
     return max(1, min(limits))
 

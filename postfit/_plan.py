@@ -31,7 +31,7 @@ __all__ = [
     "validate_block_size",
 ]
 
-#: Least work per block, which amortises scheduling (an estimated 50 µs a
+#: Minimum work per block, which amortises scheduling (an estimated 50 µs a
 #: block for threads) while leaving several blocks per worker for balance.
 TARGET_BLOCK_SECONDS = 0.1
 #: Largest input block in bytes, which bounds the temporaries of one block.
@@ -247,8 +247,8 @@ def fit_to_unit(
     A source that decodes a whole unit to read any of its rows reads a unit
     cut into ``m`` blocks ``m`` times. So a unit larger than ``block_rows``
     becomes one block when one block per worker fits the memory budget and
-    the units still number at least two per worker; otherwise it is cut
-    into equal blocks, the fewest that keep each within ``block_rows``.
+    there are at least two units per worker. Otherwise it is cut into equal
+    blocks, the fewest that keep each within ``block_rows``.
 
     Examples
     --------

@@ -280,10 +280,16 @@ class _InMemoryRun:
             start = self.position
             stop = min(self.n, start + rows)
             timings.append((stop - start, self.score_here(stop, inner_threads=1)))
+            overhead, per_row = _fit_call_time(timings)
             long_enough = timings[-1][1] >= _plan.PROBE_MIN_SECONDS and len(timings) >= 2
+            # A first call can pay one-time costs (imports, caches), which the
+            # fit reads as a fixed cost per call: when that cost is most of
+            # the last probe, probe once more and fit the last two alone.
+            suspect = len(timings) == 2 and overhead > 0.5 * timings[-1][1]
+            long_enough = long_enough and not suspect
             # The work left is estimated without the call's fixed cost once
             # two probes separate it from the cost per row.
-            cheap = _fit_call_time(timings)[1] * (self.n - stop) < _plan.DIRECT_MAX_SECONDS
+            cheap = not suspect and per_row * (self.n - stop) < _plan.DIRECT_MAX_SECONDS
             if long_enough or cheap or stop >= self.n // 8 or stop >= self.n or rows >= limit:
                 break
             rows = min(rows * 4, limit)

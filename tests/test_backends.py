@@ -294,10 +294,40 @@ def test_planner_little_work_finishes_in_one_call(planner):
     assert planner(10_000, seconds_per_row=1e-9) == ["direct"]
 
 
-def test_planner_cheap_work_on_many_rows_splits_over_threads(planner):
-    # 10 ms of single-thread work: too little for processes or a second
-    # probe, enough for two threads to beat one memory-bound call.
+def test_planner_cheap_many_rows_threads(planner):
+    # 10 ms of single-thread work: too little for processes, enough for two
+    # threads to beat one memory-bound call.
     assert planner(100_000, seconds_per_row=1e-7) == ["threading"]
+
+
+class WarmsUp(RegressorMixin, BaseEstimator):
+    """Sleeps 10 µs a row, plus 20 ms on its first call, as a first call's imports would."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        self.calls_ = 0
+        return self
+
+    def predict(self, X):
+        import time
+
+        self.calls_ += 1
+        time.sleep(len(X) * 1e-5 + (0.02 if self.calls_ == 1 else 0.0))
+        return np.zeros(len(X))
+
+
+def test_probe_skips_slow_first_call():
+    X = np.zeros((400_000, 2))
+    with _runner.limit_threads(1):
+        pass  # postfit's own first-call costs, paid here and not in the probes
+    run = _runner._InMemoryRun(
+        WarmsUp().fit(X[:5]), "predict", X, _runner.RunOptions(n_jobs=2), {}, False, None
+    )
+    # Fitted on the first two probes alone, the first call's 20 ms make the
+    # cost per row seven times too small.
+    overhead, per_row = run.probe_one_thread()
+    assert 6e-6 < per_row < 1.5e-5
+    assert overhead < 0.02
 
 
 def test_planner_threads_when_they_scale(planner):
@@ -388,7 +418,7 @@ def test_loky_worker_warning_as_error_names_block():
     ],
 )
 @pytest.mark.parametrize("shape", [(1000, 3), (1000,), (1000, 2, 3)])
-def test_loky_shared_input_written_as_blocks_are_cut(cuts, shape):
+def test_loky_input_written_per_block(cuts, shape):
     rng = np.random.default_rng(0)
     X = rng.normal(size=shape)
     backend = LokyBackend(2)
@@ -401,7 +431,7 @@ def test_loky_shared_input_written_as_blocks_are_cut(cuts, shape):
         backend.close()
 
 
-def test_loky_shared_input_of_a_fortran_array():
+def test_loky_input_fortran_order():
     X = np.asfortranarray(np.random.default_rng(1).normal(size=(200, 4)))
     backend = LokyBackend(2)
     try:

@@ -394,7 +394,7 @@ def grouped_parquet(tmp_path_factory):
         (10 * 2**20, 4 * N_GROUPS),
     ],
 )
-def test_auto_blocks_follow_row_groups(grouped_parquet, budget, n_blocks, tmp_path):
+def test_blocks_follow_row_groups(grouped_parquet, budget, n_blocks, tmp_path):
     from sklearn.tree import DecisionTreeClassifier
 
     path, names, X, y = grouped_parquet
@@ -406,7 +406,7 @@ def test_auto_blocks_follow_row_groups(grouped_parquet, budget, n_blocks, tmp_pa
     assert_array_equal(written.to_numpy(), model.predict_proba(X))
 
 
-def test_score_and_incremental_blocks_follow_row_groups(grouped_parquet, monkeypatch):
+def test_score_fit_blocks_follow_row_groups(grouped_parquet, monkeypatch):
     from postfit.io import _parquet
 
     path, names, X, y = grouped_parquet

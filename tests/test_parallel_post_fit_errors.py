@@ -153,7 +153,7 @@ def test_invalid_option_on_predict(fitted_on_frame, frame, name, value, message,
 
 
 @pytest.mark.parametrize(("name", "value", "message"), INVALID_OPTIONS)
-def test_invalid_option_set_after_a_call(fitted_on_frame, frame, name, value, message):
+def test_invalid_option_after_call(fitted_on_frame, frame, name, value, message):
     # Valid options are remembered between calls; a changed one is checked again.
     wrapper = ParallelPostFit(fitted_on_frame, n_jobs=1)
     wrapper.predict(frame[0])
@@ -162,7 +162,7 @@ def test_invalid_option_set_after_a_call(fitted_on_frame, frame, name, value, me
         wrapper.predict(frame[0])
 
 
-def test_unfitted_estimator_set_after_a_call(fitted_on_frame, frame):
+def test_unfitted_estimator_after_call(fitted_on_frame, frame):
     wrapper = ParallelPostFit(fitted_on_frame)
     wrapper.predict(frame[0])
     wrapper.set_params(estimator=LogisticRegression())

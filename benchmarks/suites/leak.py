@@ -2,10 +2,12 @@
 
 After each run the suite collects garbage and records the process's RSS,
 open file descriptors and threads, and the RSS of its child processes (loky
-workers, which are kept between runs on purpose). Growth is the median of the
-last ``WINDOW`` runs minus the median of the first ``WINDOW`` runs after the
-warm-up runs, which load libraries and start worker pools. Medians keep one
-noisy sample (a memory pool that has not returned pages yet) from deciding.
+workers, which are kept between runs on purpose). After the warm-up runs,
+which load libraries and start worker pools, RSS growth is the rise of the
+least-squares line through the measured runs, from the first to the last:
+a leak grows with the runs, while allocator pools swing RSS up and down by
+tens of MiB from one run to the next. Descriptor and thread growth is the
+median of the last ``WINDOW`` runs minus the median of the first ``WINDOW``.
 """
 
 from __future__ import annotations
@@ -90,15 +92,31 @@ def _check_io():
     postfit.read_parquet  # noqa: B018 - raises AttributeError until postfit.io exists
 
 
+def _trend_rise(values: list[float]) -> float:
+    """Return how much the least-squares line through ``values`` rises from first to last."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, statistics.fmean(values)
+    covariance = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    variance = sum((i - mean_x) ** 2 for i in range(n))
+    return covariance / variance * (n - 1)
+
+
 def _growth(points: list[dict], warmup: int) -> dict:
-    """Return the median of the last runs minus the median of the first runs after warm-up."""
+    """Return the growth of each measure over the runs after warm-up (see the module doc)."""
     measured = points[warmup:]
     window = max(1, min(WINDOW, len(measured) // 2))
     first, last = measured[:window], measured[-window:]
-    return {
-        key: statistics.median(p[key] for p in last) - statistics.median(p[key] for p in first)
-        for key in measured[0]
-    }
+    growth = {}
+    for key in measured[0]:
+        if key.endswith("_mib"):
+            growth[key] = _trend_rise([p[key] for p in measured])
+        else:
+            growth[key] = statistics.median(p[key] for p in last) - statistics.median(
+                p[key] for p in first
+            )
+    return growth
 
 
 def summarize(params: dict, series: dict, seconds: dict) -> tuple[list, list]:
@@ -160,10 +178,12 @@ def description(params: dict) -> str:
     return (
         f"{params['runs']} back-to-back runs of each kind in one process, scoring "
         f"{params['rows']:,} rows × {len(FEATURES)} features with a 20-tree "
-        f"RandomForestClassifier. Growth is the median of the last {WINDOW} runs minus the "
-        f"median of the first {WINDOW} runs after {params['warmup']} warm-up runs, with "
-        f"fewer runs per median when fewer than {2 * WINDOW} follow the warm-up. RSS "
-        f"growth up to {RSS_TOLERANCE_MIB:g} MiB counts as allocator noise. "
+        f"RandomForestClassifier. After {params['warmup']} warm-up runs, RSS growth is the "
+        "rise of the least-squares line through the RSS after each run, from the first run "
+        "to the last, so that a steady rise counts and an allocator's swings between runs "
+        f"do not. Descriptor and thread growth is the median of the last {WINDOW} runs minus "
+        f"the median of the first {WINDOW}. RSS growth up to {RSS_TOLERANCE_MIB:g} MiB "
+        "counts as allocator noise. "
         f"![RSS after each run]({PLOT_NAME})"
     )
 

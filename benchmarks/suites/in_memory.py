@@ -28,7 +28,7 @@ SWEEP_ESTIMATORS = {
     "FunctionTransformer pipeline": "loky",
 }
 
-FULL = {"rows": 2_000_000, "repeats": 2, "small_repeats": 200, "sweep_rows": 400_000}
+FULL = {"rows": 2_000_000, "repeats": 3, "small_repeats": 1000, "sweep_rows": 400_000}
 QUICK = {"rows": 100_000, "repeats": 1, "small_repeats": 20, "sweep_rows": 50_000}
 
 

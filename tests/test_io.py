@@ -387,10 +387,11 @@ def grouped_parquet(tmp_path_factory):
 @pytest.mark.parametrize(
     ("budget", "n_blocks"),
     [
-        # One row group per worker fits: the run reads whole row groups.
-        (24 * 2**20, N_GROUPS),
+        # The budget alone allows 4,369 rows a block, and a row group per
+        # worker fits: the run reads whole row groups.
+        (32 * 2**20, N_GROUPS),
         # It does not: each row group is cut into four equal blocks, where
-        # the budget alone allows 1,562 rows (four blocks, the last of 314).
+        # the budget alone allows 1,365 rows (four blocks, the last of 905).
         (10 * 2**20, 4 * N_GROUPS),
     ],
 )
@@ -420,7 +421,7 @@ def test_score_fit_blocks_follow_row_groups(grouped_parquet, monkeypatch):
         return original(self, columns)
 
     monkeypatch.setattr(_parquet.ParquetPart, "read_table", counting)
-    # The budget alone allows 4,993 rows a block for scoring and 3,900 for training.
+    # The budget alone allows 3,395 rows a block, for scoring and for training.
     clf = ParallelPostFit(model, backend="threading", n_jobs=2, memory_budget=10 * 2**20)
     assert clf.score(source, "target") == model.score(X, y)
     assert sorted(seen) == [((g,), None) for g in range(N_GROUPS)]

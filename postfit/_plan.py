@@ -262,7 +262,7 @@ def fit_to_unit(
     --------
     >>> fit_to_unit(100_000, 131_072, 80, 400, n_workers=2, memory_budget=2**30)
     131072
-    >>> fit_to_unit(83_000, 250_000, 80, 400, n_workers=2, memory_budget=2**30)
+    >>> fit_to_unit(84_000, 250_000, 80, 400, n_workers=2, memory_budget=2**30)
     83334
     """
     if not unit_rows or unit_rows <= block_rows:

@@ -133,7 +133,7 @@ def run_line(result: dict, machines: dict[str, str]) -> str:
         )
         cores = result["machine"]["usable_cores"]
         # The load after a run counts the run's own threads (workers, and
-        # pyarrow's decoding threads), so only the load before it tells
+        # pyarrow's decoding threads), so only the load before it shows
         # whether other processes were running.
         if result["load_before"][0] > cores:
             load += (

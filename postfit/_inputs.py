@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 __all__ = ["is_dask_collection", "is_ray_dataset", "materialize", "route_input"]
 
 
@@ -50,8 +48,6 @@ def route_input(X, execute=None, output=None, **options):
     """
     from functools import partial
 
-    if type(X) is np.ndarray and execute is not False and output is None and not options:
-        return None
     if is_dask_collection(X):
         from ._dask import run_dask
 

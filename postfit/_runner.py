@@ -281,14 +281,15 @@ class _InMemoryRun:
             stop = min(self.n, start + rows)
             timings.append((stop - start, self.score_here(stop, inner_threads=1)))
             overhead, per_row = _fit_call_time(timings)
-            long_enough = timings[-1][1] >= _plan.PROBE_MIN_SECONDS and len(timings) >= 2
             # A first call can pay one-time costs (imports, caches), which the
-            # fit reads as a fixed cost per call: when that cost is most of
-            # the last probe, probe once more and fit the last two alone.
+            # fit reads as a fixed cost per call. When that cost is most of the
+            # last probe, probe once more so that the last two are fitted alone.
             suspect = len(timings) == 2 and overhead > 0.5 * timings[-1][1]
-            long_enough = long_enough and not suspect
-            # The work left is estimated without the call's fixed cost once
-            # two probes separate it from the cost per row.
+            long_enough = (
+                not suspect and len(timings) >= 2 and timings[-1][1] >= _plan.PROBE_MIN_SECONDS
+            )
+            # Two probes separate the cost per row from the call's fixed cost,
+            # so the work left is estimated without the latter.
             cheap = not suspect and per_row * (self.n - stop) < _plan.DIRECT_MAX_SECONDS
             if long_enough or cheap or stop >= self.n // 8 or stop >= self.n or rows >= limit:
                 break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from collections import Counter
 
 import joblib
@@ -309,8 +310,6 @@ class WarmsUp(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X):
-        import time
-
         self.calls_ += 1
         time.sleep(len(X) * 1e-5 + (0.02 if self.calls_ == 1 else 0.0))
         return np.zeros(len(X))

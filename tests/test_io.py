@@ -390,8 +390,8 @@ def grouped_parquet(tmp_path_factory):
         # The budget alone allows 4,369 rows a block, and a row group per
         # worker fits: the run reads whole row groups.
         (32 * 2**20, N_GROUPS),
-        # It does not: each row group is cut into four equal blocks, where
-        # the budget alone allows 1,365 rows (four blocks, the last of 905).
+        # The budget alone allows 1,365 rows: each row group is cut into four
+        # equal blocks, not three of 1,365 rows and one of 905.
         (10 * 2**20, 4 * N_GROUPS),
     ],
 )

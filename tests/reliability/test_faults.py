@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,9 +32,7 @@ from postfit.io import OutputLockedError
 
 from . import _estimators
 from ._estimators import KILL_ENV, MARKER, KillsItsProcess, Slow, WaitsForFile
-
-#: Seconds after which a process that should have stopped counts as hung.
-DEADLINE = 60
+from ._waiting import DEADLINE, paused_run, wait_for
 
 
 def _python_path():
@@ -54,14 +51,6 @@ def _child_env(**extra):
 
 def _cli(*args):
     return [sys.executable, "-m", "postfit", *map(str, args)]
-
-
-def _wait_for(condition, what):
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def _run_record(folder):
@@ -251,24 +240,14 @@ def test_second_run_on_same_output_rejected(option, error, words, tmp_path, iris
     model.fit(X.to_numpy(), y)
     first = ParallelPostFit(model, backend="threading", n_jobs=2, block_size=50)
     out = tmp_path / "out"
-    outcome = {}
 
     def run_first():
-        try:
-            outcome["result"] = first.predict(X.to_numpy(), output=out)
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            outcome["error"] = exc
+        return first.predict(X.to_numpy(), output=out)
 
-    thread = threading.Thread(target=run_first)
-    thread.start()
-    try:
-        _wait_for(started.exists, "the first run to score a block")
+    with paused_run(run_first, started, gate, "the first run to score a block") as outcome:
         second = ParallelPostFit(model.model, backend="threading", block_size=50)
         with pytest.raises(error, match=words):
             second.predict(X.to_numpy(), output=out, **option)
-    finally:
-        gate.touch()
-        thread.join(DEADLINE)
 
     assert "error" not in outcome, outcome.get("error")
     assert outcome["result"].n_rows == 150
@@ -308,8 +287,8 @@ def test_interrupt_stops_workers_without_orphans(tmp_path, iris_frame):
     )
     parent = psutil.Process(command.pid)
     try:
-        _wait_for(lambda: len(_descendants(parent)) >= 2, "the loky workers to start")
-        _wait_for(lambda: (tmp_path / "out" / "_postfit.lock").exists(), "the run to start")
+        wait_for(lambda: len(_descendants(parent)) >= 2, "the loky workers to start")
+        wait_for(lambda: (tmp_path / "out" / "_postfit.lock").exists(), "the run to start")
         workers = _descendants(parent)
         interrupted = time.monotonic()
         command.send_signal(signal.SIGINT)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import stat
-import threading
 
 import psutil
 import pytest
@@ -19,20 +18,7 @@ from postfit.cli import main
 from postfit.exceptions import UntrustedModelError
 
 from ._estimators import MARKER, CreatesFileWhenUnpickled, FailOnMarker, Slow, WaitsForFile
-
-#: Seconds after which a run that should have finished counts as hung.
-DEADLINE = 60
-
-
-def _wait_for(condition, what):
-    import time
-
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE} s waiting for {what}")
-        time.sleep(0.01)
-
+from ._waiting import paused_run
 
 # Code in model files ----------------------------------------------------------------
 
@@ -100,24 +86,15 @@ def test_default_backends_open_no_listener(backend, tmp_path, iris_frame):
     me = psutil.Process()
     # Listeners opened by other tests in this process are not this run's.
     before = {(c.laddr, c.type) for c in _listening(me)}
-    outcome = {}
 
-    def run():
-        outcome["labels"] = wrapper.predict(X.to_numpy())
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        _wait_for(started.exists, "the run to score a block")
+    with paused_run(lambda: wrapper.predict(X.to_numpy()), started, gate) as outcome:
         new = [c for c in _listening(me) if (c.laddr, c.type) not in before]
         in_workers = [c for p in me.children(recursive=True) for c in _listening(p)]
-    finally:
-        gate.touch()
-        thread.join(DEADLINE)
 
     assert new == []
     assert in_workers == []
-    assert_array_equal(outcome["labels"], model.model.predict(X.to_numpy()))
+    assert "error" not in outcome, outcome.get("error")
+    assert_array_equal(outcome["result"], model.model.predict(X.to_numpy()))
 
 
 # Temporary files ------------------------------------------------------------------------
@@ -148,22 +125,12 @@ def test_temporary_files_private_and_removed(temp_dirs, tmp_path, iris_frame):
     model = WaitsForFile(LogisticRegression(max_iter=1000), str(started), str(gate))
     model.fit(X.to_numpy(), y)
     wrapper = ParallelPostFit(model, backend="loky", n_jobs=2, block_size=50)
-    outcome = {}
 
-    def run():
-        outcome["labels"] = wrapper.predict(X.to_numpy())
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        _wait_for(started.exists, "the run to score a block")
+    with paused_run(lambda: wrapper.predict(X.to_numpy()), started, gate) as outcome:
         assert len(temp_dirs) == 1
         folder = temp_dirs[0]
         folder_mode = stat.S_IMODE(os.stat(folder).st_mode)
         files = _modes(folder)
-    finally:
-        gate.touch()
-        thread.join(DEADLINE)
 
     assert folder_mode == 0o700
     # The pickled model and the memory-mapped input.
@@ -171,7 +138,8 @@ def test_temporary_files_private_and_removed(temp_dirs, tmp_path, iris_frame):
     assert any(name.startswith("input-") for name in files)
     assert {name: mode for name, mode in files.items() if mode != 0o600} == {}
     assert not os.path.exists(folder)
-    assert_array_equal(outcome["labels"], model.model.predict(X.to_numpy()))
+    assert "error" not in outcome, outcome.get("error")
+    assert_array_equal(outcome["result"], model.model.predict(X.to_numpy()))
 
 
 def test_temporary_files_removed_after_failure(temp_dirs, iris_frame):

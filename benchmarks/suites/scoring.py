@@ -125,10 +125,10 @@ def run(quick: bool) -> dict:
         "status": "ok",
         "params": {**params, "metrics": METRICS},
         "description": (
-            f"`score` with {', '.join(METRICS)} at once over {size / MIB:,.0f} MiB of Parquet "
-            f"({size / (params['budget_mib'] * MIB):.1f} times the budget of "
-            f"{params['budget']}; {layout_text()}), target column `{TARGET}`, scored by a "
-            f"HistGradientBoostingClassifier ({model_mib(model)} MiB pickled)."
+            f"`score` with {', '.join(METRICS)} at once over {size / MIB:,.0f} MiB of Parquet, "
+            f"{size / (params['budget_mib'] * MIB):.1f} times the budget of "
+            f"{params['budget']}. Layout: {layout_text()}. Target column `{TARGET}`, scored "
+            f"by a HistGradientBoostingClassifier ({model_mib(model)} MiB pickled)."
         ),
         "load_before": load_before,
         "load_after": load_average(),

@@ -12,17 +12,17 @@ import pytest
 DEADLINE = 60
 
 
-def wait_for(condition, what):
+def wait_for(condition, description):
     """Poll ``condition()`` until it is true; fail the test after ``DEADLINE`` seconds."""
     deadline = time.monotonic() + DEADLINE
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE} s waiting for {what}")
+            pytest.fail(f"timed out after {DEADLINE} s waiting for {description}")
         time.sleep(0.01)
 
 
 @contextlib.contextmanager
-def paused_run(call, started, gate, what="the run to score a block"):
+def paused_run(call, started, gate, description="the run to score a block"):
     """Run ``call()`` in a thread and yield while its estimator waits at ``gate``.
 
     The estimator is a ``WaitsForFile`` that writes ``started`` and then waits
@@ -40,7 +40,7 @@ def paused_run(call, started, gate, what="the run to score a block"):
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        wait_for(started.exists, what)
+        wait_for(started.exists, description)
         yield outcome
     finally:
         gate.touch()

@@ -9,6 +9,7 @@ measuring are part of the output, so measuring costs no extra work.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import functools
 import logging
 import time
@@ -17,7 +18,7 @@ from functools import partial
 
 import joblib
 
-from . import _plan
+from . import _plan, _timings
 from ._blocks import OutputCollector, has_index, n_rows, output_rows, sliceable_rows, take_rows
 from ._errors import attach_block
 from ._kernel import Block, call_method, limit_threads, restore_feature_names, run_block
@@ -193,7 +194,27 @@ class _InMemoryRun:
             self.run_backend("sequential", 1, seconds_per_row=None)
             return
 
-        overhead, seconds_per_row = self.probe_one_thread()
+        layout = _timings.input_layout(self.X, self.method, self.kwargs)
+        kept = _timings.MEMORY.get(self.estimator, layout)
+        started = time.perf_counter()
+        if kept is None:
+            overhead, seconds_per_row = self.probe_one_thread()
+            timing = _timings.Timing(overhead, seconds_per_row, None, time.monotonic())
+            _timings.MEMORY.put(self.estimator, layout, timing)
+        else:
+            timing = kept
+            logger.debug("auto backend: timings kept from an earlier call")
+        self.plan_from(timing, layout)
+        if kept is not None:
+            elapsed = time.perf_counter() - started
+            if kept.disagrees(self.n, elapsed, self.n_workers):
+                # Fitted again in place, or the machine changed: measure next time.
+                logger.debug("auto backend: kept timings were off; dropping them")
+                _timings.MEMORY.forget(self.estimator, layout)
+
+    def plan_from(self, timing, layout):
+        """Choose a backend for the rows left from ``timing`` and score them."""
+        overhead, seconds_per_row = timing.seconds_per_call, timing.seconds_per_row
         remaining = self.n - self.position
         work = seconds_per_row * remaining
         if remaining == 0:
@@ -215,11 +236,15 @@ class _InMemoryRun:
             self.finish_sequential(seconds_per_row, overhead, f"{work:.3f} s of work left")
             return
 
-        speedup = self.probe_two_threads(overhead, seconds_per_row)
-        remaining = self.n - self.position
-        work = seconds_per_row * remaining
-        if remaining == 0:
-            return
+        speedup = timing.two_thread_speedup
+        if speedup is None:
+            speedup = self.probe_two_threads(overhead, seconds_per_row)
+            measured = dataclasses.replace(timing, two_thread_speedup=speedup)
+            _timings.MEMORY.put(self.estimator, layout, measured)
+            remaining = self.n - self.position
+            work = seconds_per_row * remaining
+            if remaining == 0:
+                return
         if speedup >= _plan.THREADS_SCALE_MIN_SPEEDUP:
             backend = "threading"
         elif work >= _plan.PROCESS_MIN_SECONDS:

@@ -8,8 +8,18 @@ import socket
 import numpy as np
 import pytest
 
+from postfit import _timings
+
 #: Set to 1 on a machine where Dask and Ray may use interfaces other than loopback.
 ALLOW_NETWORK_ENV = "POSTFIT_ALLOW_NETWORK"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_timings():
+    """Start each test without timings kept by an earlier test's automatic runs."""
+    _timings.MEMORY.clear()
+    yield
+    _timings.MEMORY.clear()
 
 
 def non_loopback_interfaces() -> list[str]:

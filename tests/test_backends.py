@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import time
 from collections import Counter
 
@@ -438,3 +439,92 @@ def test_loky_input_fortran_order():
             np.testing.assert_array_equal(slicer(50, 120).load(), X[50:120])
     finally:
         backend.close()
+
+
+# The threading backend's pool ------------------------------------------------------
+
+
+class RecordsThreads(RegressorMixin, BaseEstimator):
+    """Records the thread each block runs in."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        self.threads_ = set()
+        return self
+
+    def predict(self, X):
+        self.threads_.add(threading.get_ident())
+        return X[:, 0] * 2.0
+
+
+def test_threading_runs_share_their_threads():
+    X = np.arange(2000.0).reshape(1000, 2)
+    model = RecordsThreads().fit(X)
+    wrapped = ParallelPostFit(model, backend="threading", n_jobs=2, block_size=10)
+    for _ in range(3):
+        np.testing.assert_array_equal(wrapped.predict(X), X[:, 0] * 2.0)
+    assert 1 <= len(model.threads_) <= 2
+    assert threading.get_ident() not in model.threads_
+
+
+class ScoresWithPostfit(RegressorMixin, BaseEstimator):
+    """Each block runs a threading run of its own, ``depth`` levels down."""
+
+    def __init__(self, depth=1):
+        self.depth = depth
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X):
+        if self.depth == 0:
+            return X[:, 0] * 2.0
+        inner = ScoresWithPostfit(self.depth - 1).fit(X)
+        return ParallelPostFit(inner, backend="threading", n_jobs=2, block_size=3).predict(X)
+
+
+def test_nested_threading_runs_do_not_deadlock():
+    X = np.arange(120.0).reshape(60, 2)
+    outcome = {}
+
+    def run():
+        wrapped = ParallelPostFit(
+            ScoresWithPostfit(depth=2).fit(X), backend="threading", n_jobs=2, block_size=10
+        )
+        outcome["got"] = wrapped.predict(X)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "a run inside a block waited forever on the shared pool"
+    np.testing.assert_array_equal(outcome["got"], X[:, 0] * 2.0)
+
+
+class FailsFirstBlock(RegressorMixin, BaseEstimator):
+    """Fails on the block that starts at row 0; the others sleep, then count as finished."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        self.started_ = []
+        self.finished_ = []
+        return self
+
+    def predict(self, X):
+        if X[0, 0] == 0:
+            raise ValueError("first block fails")
+        self.started_.append(X[0, 0])
+        time.sleep(0.2)
+        self.finished_.append(X[0, 0])
+        return X[:, 0]
+
+
+def test_threading_error_waits_for_running_blocks():
+    X = np.arange(200.0).reshape(100, 2)
+    model = FailsFirstBlock().fit(X)
+    wrapped = ParallelPostFit(model, backend="threading", n_jobs=2, block_size=10)
+    with pytest.raises(ValueError, match="first block fails"):
+        wrapped.predict(X)
+    # A block still running after the run raised could write after its end.
+    assert sorted(model.started_) == sorted(model.finished_)
+    assert len(model.started_) <= 3

@@ -1,0 +1,139 @@
+"""Timings the automatic backend keeps between calls: reuse, expiry and correction."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import LinearRegression
+
+from postfit import ParallelPostFit, _runner, _timings
+
+
+def _data(n_rows=200_000):
+    X = np.arange(2.0 * n_rows).reshape(n_rows, 2)
+    return X, LinearRegression().fit(X[:10], X[:10, 0] * 3.0 + 1.0)
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    """Count the one-thread and two-thread probes of automatic runs."""
+    counts = {"one": 0, "two": 0}
+    probe_one = _runner._InMemoryRun.probe_one_thread
+    probe_two = _runner._InMemoryRun.probe_two_threads
+
+    def counting_one(self):
+        counts["one"] += 1
+        return probe_one(self)
+
+    def counting_two(self, overhead, per_row):
+        counts["two"] += 1
+        return probe_two(self, overhead, per_row)
+
+    monkeypatch.setattr(_runner._InMemoryRun, "probe_one_thread", counting_one)
+    monkeypatch.setattr(_runner._InMemoryRun, "probe_two_threads", counting_two)
+    return counts
+
+
+def test_second_call_plans_from_kept_timings(probes):
+    X, model = _data()
+    wrapped = ParallelPostFit(model, n_jobs=2)
+    first = wrapped.predict(X)
+    assert probes["one"] == 1
+    kept = _timings.MEMORY.get(model, _timings.input_layout(X, "predict", {}))
+    assert kept is not None and kept.seconds_per_row > 0
+
+    second = wrapped.predict(X)
+    assert probes["one"] == 1
+    np.testing.assert_allclose(first, model.predict(X), rtol=1e-12)
+    np.testing.assert_allclose(second, model.predict(X), rtol=1e-12)
+
+
+def test_timings_are_kept_per_method_and_layout(probes):
+    X, model = _data()
+    wrapped = ParallelPostFit(model, n_jobs=2)
+    wrapped.predict(X)
+    wrapped.predict(X.astype(np.float32))
+    wrapped.predict(np.asfortranarray(X))
+    assert probes["one"] == 3
+    wrapped.predict(X.astype(np.float32))
+    assert probes["one"] == 3
+
+
+def test_refit_wrapper_measures_again(probes):
+    X, model = _data()
+    wrapped = ParallelPostFit(LinearRegression(), n_jobs=2).fit(X[:100], X[:100, 0])
+    wrapped.predict(X)
+    wrapped.fit(X[:100], X[:100, 1])
+    wrapped.predict(X)
+    assert probes["one"] == 2
+
+
+def test_kept_timing_that_is_far_off_is_dropped():
+    X, model = _data(20_000)
+    layout = _timings.input_layout(X, "predict", {})
+    # One millisecond a row predicts 20 s on one thread: the run takes
+    # milliseconds, so the timing is wrong (a model fitted again in place).
+    wrong = _timings.Timing(0.0, 1e-3, 2.0, time.monotonic())
+    _timings.MEMORY.put(model, layout, wrong)
+    got = ParallelPostFit(model, n_jobs=2).predict(X)
+    np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
+    assert _timings.MEMORY.get(model, layout) is None
+
+
+def test_old_timing_expires():
+    X, model = _data(20_000)
+    layout = _timings.input_layout(X, "predict", {})
+    old = _timings.Timing(0.0, 1e-7, None, time.monotonic() - _timings.REUSE_SECONDS - 1)
+    _timings.MEMORY.put(model, layout, old)
+    assert _timings.MEMORY.get(model, layout) is None
+
+
+def test_timings_go_with_their_estimator():
+    X, model = _data(20_000)
+    ParallelPostFit(model, n_jobs=2).predict(X)
+    assert len(_timings.MEMORY._by_estimator) == 1
+    del model
+    gc.collect()
+    assert len(_timings.MEMORY._by_estimator) == 0
+
+
+def test_layout_separates_what_changes_the_cost():
+    X = np.zeros((10, 3))
+    layout = _timings.input_layout
+    assert layout(X, "predict", {}) != layout(X, "predict_proba", {})
+    assert layout(X, "predict", {}) != layout(X.astype(np.float32), "predict", {})
+    assert layout(X, "predict", {}) != layout(np.zeros((10, 4)), "predict", {})
+    assert layout(X, "predict", {}) == layout(np.ones((99, 3)), "predict", {})
+    # Keyword arguments and sparse density change the cost: nothing is kept.
+    assert layout(X, "predict", {"return_std": True}) is None
+    assert layout(sp.csr_matrix(X), "predict", {}) is None
+
+
+class ComparesByValue(RegressorMixin, BaseEstimator):
+    """Defines ``__eq__`` and so is unhashable, which a weak-keyed memory must survive."""
+
+    __hash__ = None
+
+    def __eq__(self, other):
+        return type(other) is type(self)
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X):
+        return X[:, 0] * 2.0
+
+
+def test_unhashable_estimator_is_measured_each_time(probes):
+    X, _ = _data()
+    model = ComparesByValue().fit(X[:5])
+    wrapped = ParallelPostFit(model, n_jobs=2)
+    for _ in range(2):
+        np.testing.assert_array_equal(wrapped.predict(X), X[:, 0] * 2.0)
+    assert probes["one"] == 2

@@ -192,7 +192,9 @@ def model_node(estimator):
     """
     client = _current_client()
     if client is not None:
-        return client.scatter(estimator, broadcast=True, hash=False)
+        from .backends.dask import scatter_model
+
+        return scatter_model(client, estimator)
     name = f"postfit-model-{uuid.uuid4().hex}"
     return dask.delayed(estimator, name=name, traverse=False)
 

@@ -119,6 +119,21 @@ def test_lazy_result_unpickles_model_once_per_worker(dask_client, tmp_path):  # 
     assert set(counts.values()) == {1}, counts
 
 
+def test_worker_imports_leave_no_tasks(dask_client):  # noqa: F811
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    with dask_client.as_current():
+        ParallelPostFit(estimator).predict(da.from_array(X, chunks=(50, 4))).compute()
+
+    def import_tasks(dask_scheduler):
+        return [str(key) for key in dask_scheduler.tasks if "postfit-import" in str(key)]
+
+    deadline = time.monotonic() + 30
+    while dask_client.run_on_scheduler(import_tasks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dask_client.run_on_scheduler(import_tasks) == []
+
+
 @pytest.mark.parametrize("kind", ["array", "frame"])
 def test_big_model_sends_no_large_graph(dask_client, kind):  # noqa: F811
     X, y = _iris()

@@ -16,9 +16,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder, PowerTransformer
 from threadpoolctl import threadpool_info
 
-from postfit import ParallelPostFit
+from postfit import ParallelPostFit, _kernel
 from postfit._blocks import EmptyOutput, OutputCollector, empty_like
-from postfit._kernel import Block, ModelRef, resolve_model, run_block
+from postfit._kernel import Block, ModelRef, pickle_model, resolve_model, run_block
 from postfit._meta import infer_meta
 from postfit.exceptions import BlockError
 
@@ -131,6 +131,28 @@ def test_model_ref_loaded_once_per_token(tmp_path):
     assert resolve_model(ref) is first
     other = ModelRef(str(path), token="token-b")
     assert resolve_model(other) == {"weights": "changed"}
+
+
+def test_pickled_model_unpickled_once_per_process():
+    model = LogisticRegression().fit(np.arange(6.0).reshape(3, 2), [0, 1, 1])
+    pickled = pickle_model(model)
+    first = resolve_model(pickled)
+    assert resolve_model(pickled) is first
+    # A copy of the same bytes, as a second block's task receives, hits the cache too.
+    assert resolve_model(tuple(pickled)) is first
+    np.testing.assert_array_equal(first.coef_, model.coef_)
+    assert first is not model
+
+
+def test_pickled_models_kept_are_bounded():
+    models = [{"weights": number} for number in range(_kernel.PICKLED_MODELS_KEPT + 1)]
+    pickled = [pickle_model(model) for model in models]
+    loaded = [resolve_model(item) for item in pickled]
+    assert resolve_model(pickled[-1]) is loaded[-1]
+    # The oldest model was dropped, so it is unpickled again: equal, not the same object.
+    again = resolve_model(pickled[0])
+    assert again == models[0]
+    assert again is not loaded[0]
 
 
 # Output assembly --------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import logging
 import time
 import uuid
@@ -25,13 +26,13 @@ from functools import partial
 import distributed
 
 from .._errors import attach_block
-from .._kernel import Block
+from .._kernel import Block, pickle_model
 from ..exceptions import WorkerCrashedError
 from ._base import Backend, submit_until_full
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DaskBackend", "current_client"]
+__all__ = ["DaskBackend", "current_client", "scatter_model"]
 
 #: How many times a block is scattered and submitted again when the worker
 #: that held its rows died before scoring them. Dask recomputes lost tasks
@@ -75,6 +76,80 @@ def current_client(client=None, required=True):
             "ParallelPostFit(..., backend='dask', backend_options={'client': client}), or "
             "create it before the call so that it is the default client."
         ) from None
+
+
+def estimator_modules(estimator) -> list[str]:
+    """Return the modules of ``estimator`` and of the estimators among its parameters.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> estimator_modules(make_pipeline(StandardScaler(), LogisticRegression()))
+    ['sklearn.linear_model._logistic', 'sklearn.pipeline', 'sklearn.preprocessing._data']
+    """
+    modules = set()
+    seen = set()
+    pending = [estimator]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (list, tuple)):
+            pending.extend(item)
+            continue
+        if isinstance(item, dict):
+            pending.extend(item.values())
+            continue
+        get_params = getattr(item, "get_params", None)
+        if isinstance(item, type) or not callable(get_params):
+            continue
+        modules.add(type(item).__module__)
+        try:
+            pending.extend(get_params(deep=False).values())
+        except Exception as exc:  # noqa: BLE001 - the list only speeds up a first block
+            logger.debug("no parameters of %s: %r", type(item).__name__, exc)
+    return sorted(modules)
+
+
+def scatter_model(client, estimator):
+    """Send ``estimator`` once to every worker of ``client`` and return its future.
+
+    The model travels pickled (``postfit._kernel.pickle_model``), and each
+    worker unpickles it in its first block. A task on each worker imports
+    the estimator's modules first, so that the import runs while the model
+    is sent rather than after it.
+    """
+    run_id = uuid.uuid4().hex[:12]
+    # postfit's own task functions come first: the scoring tasks need them.
+    modules = ["postfit._dask_tasks", *estimator_modules(estimator)]
+    warm_ups = [
+        # importlib's own function, because a worker imports a task's
+        # function before it runs the task, in the loop that receives data,
+        # and importing postfit there takes as long as scikit-learn.
+        client.submit(
+            importlib.import_module,
+            name,
+            key=f"postfit-import-{run_id}-{number}-{name}",
+            workers=[address],
+            allow_other_workers=True,
+            pure=False,
+        )
+        for number, address in enumerate(client.nthreads())
+        for name in modules
+    ]
+    # A list of one item, which scatter would otherwise take as a collection
+    # to scatter item by item; hash=False skips hashing the payload once more.
+    pickled = pickle_model(estimator)
+    future = client.scatter([pickled], broadcast=True, hash=False)[0]
+    # The imports have started while the model was sent. Releasing their
+    # futures frees the keys (an import that is running still completes)
+    # rather than leaving one finished task per worker and module.
+    for warm_up in warm_ups:
+        warm_up.release()
+    return future
 
 
 def _split_partial(func):
@@ -134,9 +209,7 @@ class DaskBackend(Backend):
 
     @contextlib.contextmanager
     def ship_model(self, estimator):
-        # hash=False skips tokenising the whole model, which would pickle it
-        # once more only to name the key.
-        future = self.client.scatter(estimator, broadcast=True, hash=False)
+        future = scatter_model(self.client, estimator)
         logger.debug("dask backend: model scattered to every worker as %s", future.key)
         try:
             yield future

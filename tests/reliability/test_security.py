@@ -84,12 +84,21 @@ def test_default_backends_open_no_listener(backend, tmp_path, iris_frame):
     model.fit(X.to_numpy(), y)
     wrapper = ParallelPostFit(model, backend=backend, n_jobs=2, block_size=50)
     me = psutil.Process()
-    # Listeners opened by other tests in this process are not this run's.
+    # Listeners opened by other tests, in this process or in a cluster's
+    # worker processes that they started, are not this run's.
     before = {(c.laddr, c.type) for c in _listening(me)}
+    children_before = {
+        (p.pid, c.laddr, c.type) for p in me.children(recursive=True) for c in _listening(p)
+    }
 
     with paused_run(lambda: wrapper.predict(X.to_numpy()), started, gate) as outcome:
         new = [c for c in _listening(me) if (c.laddr, c.type) not in before]
-        in_workers = [c for p in me.children(recursive=True) for c in _listening(p)]
+        in_workers = [
+            c
+            for p in me.children(recursive=True)
+            for c in _listening(p)
+            if (p.pid, c.laddr, c.type) not in children_before
+        ]
 
     assert new == []
     assert in_workers == []

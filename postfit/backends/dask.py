@@ -140,8 +140,8 @@ def scatter_model(client, estimator):
         for number, address in enumerate(client.nthreads())
         for name in modules
     ]
-    # A list of one item, which scatter would otherwise take as a collection
-    # to scatter item by item; hash=False skips hashing the payload once more.
+    # A list of one item, because scatter takes a bare tuple as items to
+    # scatter one by one. hash=False skips hashing the payload once more.
     pickled = pickle_model(estimator)
     future = client.scatter([pickled], broadcast=True, hash=False)[0]
     # The imports have started while the model was sent. Releasing their

@@ -220,6 +220,15 @@ def test_missing_method_error_keeps_inner_cause():
     assert "predict_proba" in str(info.value.__cause__)
 
 
+def test_unbound_method_checks_inner_estimator(classification):
+    X, y = classification
+    fitted = ParallelPostFit(LinearRegression()).fit(X, y)
+    np.testing.assert_array_equal(ParallelPostFit.predict(fitted, X), fitted.predict(X))
+    with pytest.raises(AttributeError, match="predict_proba"):
+        ParallelPostFit.predict_proba(fitted, X)
+    assert ParallelPostFit.predict.__doc__ == fitted.predict.__doc__
+
+
 def test_methods_follow_a_pipeline_final_step(classification):
     X, y = classification
     wrapper = ParallelPostFit(make_pipeline(StandardScaler(), LinearRegression()))

@@ -10,6 +10,7 @@ kept for the next blocks.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import pickle
 import threading
@@ -181,6 +182,17 @@ def call_method(estimator, method, data, kwargs=None):
     return getattr(estimator, method)(data, **(kwargs or {}))
 
 
+def _caller_config(config):
+    """Return a context that applies scikit-learn ``config`` when it differs from this thread's."""
+    if config is None:
+        return contextlib.nullcontext()
+    import sklearn
+
+    if sklearn.get_config() == config:
+        return contextlib.nullcontext()
+    return sklearn.config_context(**config)
+
+
 def run_block(
     model,
     method: str,
@@ -190,6 +202,7 @@ def run_block(
     thread_api=None,
     restore_names=False,
     sink=None,
+    config=None,
 ):
     """Score one block and return its output, or a sink receipt.
 
@@ -218,6 +231,10 @@ def run_block(
     sink : object, optional
         An object with ``write(block, output)`` that stores the output inside
         the worker; its return value replaces the output.
+    config : dict, optional
+        The caller's ``sklearn.get_config()``, applied around the call. A
+        worker thread or process does not share the caller's configuration
+        (``transform_output``, ``assume_finite``, ...).
 
     Returns
     -------
@@ -234,7 +251,7 @@ def run_block(
 
     if restore_names:
         data = restore_feature_names(estimator, data, block.start)
-    with limit_threads(inner_threads, thread_api):
+    with limit_threads(inner_threads, thread_api), _caller_config(config):
         out = call_method(estimator, method, data, kwargs)
 
     returned = rows if callable(method) else output_rows(out)

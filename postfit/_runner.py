@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import joblib
+import sklearn
 
 from . import _plan, _timings
 from ._blocks import OutputCollector, has_index, n_rows, output_rows, sliceable_rows, take_rows
@@ -85,6 +86,9 @@ def execute_blocks(
     # each worker thread limits OpenMP, whose setting is per thread.
     thread_api = "openmp" if backend.shares_gil else None
     blas_limit = inner if backend.shares_gil else None
+    # Blocks run in other threads or processes, where the caller's
+    # scikit-learn configuration (transform_output, ...) does not apply.
+    config = None if backend.name == "sequential" else sklearn.get_config()
     with backend.ship_model(estimator) as model_ref, limit_threads(blas_limit, "blas"):
         func = partial(
             run_block,
@@ -95,6 +99,7 @@ def execute_blocks(
             thread_api=thread_api,
             restore_names=restore_names,
             sink=sink,
+            config=config,
         )
         for block, result in backend.imap_unordered(func, blocks, max_in_flight):
             on_result(block, result)
@@ -341,6 +346,7 @@ class _InMemoryRun:
             inner_threads=1,
             thread_api="openmp",
             restore_names=self.restore_names,
+            config=sklearn.get_config(),
         )
         started = time.perf_counter()
         with limit_threads(1, "blas"), cf.ThreadPoolExecutor(2) as pool:

@@ -6,15 +6,15 @@ who scores batch after batch with the same fitted estimator would pay that
 on every call, for the same result. So each measurement is kept, per
 estimator object and input layout, and later calls plan from it.
 
-A kept measurement is dropped when it is older than ``REUSE_SECONDS``, when
-its estimator is garbage-collected, and when a run planned from it takes far
-more or far less time than it predicted (an estimator fitted again in place,
-or a machine that became busy).
+A kept measurement is dropped when it is older than ``REUSE_SECONDS`` or its
+estimator is garbage-collected. It is also dropped when a run planned from it
+takes far more or far less time than it predicted: the estimator was fitted
+again in place, or the machine became busy.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import threading
 import time
 import weakref
@@ -79,21 +79,45 @@ def input_layout(X, method: str, kwargs: dict):
 
 
 class TimingMemory:
-    """Timings per estimator object and input layout, dropped with their estimator."""
+    """Timings per estimator object and input layout, dropped with their estimator.
+
+    Estimators are keyed by object identity, through weak references, so an
+    estimator's own ``__hash__`` and ``__eq__`` (which may raise or return
+    arrays) are never called.
+    """
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._by_estimator = weakref.WeakKeyDictionary()
+        # Reentrant, because a weak reference's callback can run inside a
+        # locked section when a collection starts there.
+        self._lock = threading.RLock()
+        self._by_id: dict[int, tuple[weakref.ref, dict]] = {}
+
+    def _timings(self, estimator, create: bool):
+        key = id(estimator)
+        entry = self._by_id.get(key)
+        if entry is not None and entry[0]() is not estimator:
+            entry = None
+        if entry is None and create:
+            try:
+                ref = weakref.ref(estimator, functools.partial(self._drop, key))
+            except TypeError:
+                return None
+            entry = (ref, {})
+            self._by_id[key] = entry
+        return None if entry is None else entry[1]
+
+    def _drop(self, key, ref):
+        with self._lock:
+            entry = self._by_id.get(key)
+            if entry is not None and entry[0] is ref:
+                del self._by_id[key]
 
     def get(self, estimator, layout) -> Timing | None:
         """Return the kept timing of ``estimator`` on ``layout``, or None."""
         if layout is None:
             return None
         with self._lock:
-            try:
-                timings = self._by_estimator.get(estimator)
-            except TypeError:
-                return None
+            timings = self._timings(estimator, create=False)
             timing = None if timings is None else timings.get(layout)
             if timing is not None and time.monotonic() - timing.taken_at > REUSE_SECONDS:
                 del timings[layout]
@@ -103,27 +127,29 @@ class TimingMemory:
     def put(self, estimator, layout, timing: Timing) -> None:
         """Keep ``timing`` for ``estimator`` on ``layout``.
 
-        Estimators that cannot be weakly referenced or hashed are skipped.
+        Estimators that cannot be weakly referenced are skipped.
         """
         if layout is None:
             return
-        with self._lock, contextlib.suppress(TypeError):
-            self._by_estimator.setdefault(estimator, {})[layout] = timing
+        with self._lock:
+            timings = self._timings(estimator, create=True)
+            if timings is not None:
+                timings[layout] = timing
 
     def forget(self, estimator, layout) -> None:
         """Drop the timing of ``estimator`` on ``layout``, if kept."""
         with self._lock:
-            try:
-                timings = self._by_estimator.get(estimator)
-            except TypeError:
-                return
+            timings = self._timings(estimator, create=False)
             if timings is not None:
                 timings.pop(layout, None)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
     def clear(self) -> None:
         """Drop every kept timing."""
         with self._lock:
-            self._by_estimator.clear()
+            self._by_id.clear()
 
 
 #: The process-wide memory that automatic in-memory runs share.

@@ -501,6 +501,57 @@ def test_nested_threading_runs_do_not_deadlock():
     np.testing.assert_array_equal(outcome["got"], X[:, 0] * 2.0)
 
 
+class ScoresOnHelperThread(RegressorMixin, BaseEstimator):
+    """Runs an inner threading run on a helper thread and waits, as a timeout wrapper does."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X):
+        inner = ScoresWithPostfit(depth=0).fit(X)
+        result = {}
+
+        def score():
+            wrapped = ParallelPostFit(inner, backend="threading", n_jobs=2, block_size=3)
+            result["out"] = wrapped.predict(X)
+
+        helper = threading.Thread(target=score)
+        helper.start()
+        helper.join()
+        return result["out"]
+
+
+def test_nested_run_on_helper_thread_does_not_deadlock():
+    X = np.arange(120.0).reshape(60, 2)
+    outcome = {}
+
+    def run():
+        wrapped = ParallelPostFit(
+            ScoresOnHelperThread().fit(X), backend="threading", n_jobs=2, block_size=10
+        )
+        outcome["got"] = wrapped.predict(X)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "a nested run waited forever on the shared pool"
+    np.testing.assert_array_equal(outcome["got"], X[:, 0] * 2.0)
+
+
+def test_threads_stay_bounded_across_worker_counts():
+    X = np.arange(2000.0).reshape(1000, 2)
+    model = RecordsThreads().fit(X)
+    before = threading.active_count()
+    for n_jobs in (2, 3, 4, 6, 8, 2):
+        ParallelPostFit(model, backend="threading", n_jobs=n_jobs, block_size=10).predict(X)
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before + 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Only the last pool's threads stay: earlier pools were shut down.
+    assert threading.active_count() <= before + 8
+
+
 class FailsFirstBlock(RegressorMixin, BaseEstimator):
     """Fails on the block that starts at row 0; the others sleep, then count as finished."""
 
@@ -528,3 +579,24 @@ def test_threading_error_waits_for_running_blocks():
     # A block still running after the run raised could write after its end.
     assert sorted(model.started_) == sorted(model.finished_)
     assert len(model.started_) <= 3
+
+
+# The caller's scikit-learn configuration -------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading", "loky"])
+def test_blocks_follow_caller_sklearn_config(backend):
+    import pandas as pd
+    from sklearn import config_context
+    from sklearn.preprocessing import StandardScaler
+
+    X = pd.DataFrame(np.arange(400.0).reshape(200, 2), columns=["a", "b"])
+    scaler = StandardScaler().fit(X)
+    wrapper = ParallelPostFit(scaler, backend=backend, n_jobs=2, block_size=50)
+    with config_context(transform_output="pandas"):
+        expected = scaler.transform(X)
+        got = wrapper.transform(X)
+    assert isinstance(expected, pd.DataFrame)
+    pd.testing.assert_frame_equal(got, expected)
+    # Outside the context, the default output comes back.
+    assert isinstance(wrapper.transform(X), np.ndarray)

@@ -55,58 +55,55 @@ def bounded_imap(submit, blocks, max_in_flight, on_error=None, unwrap=None):
         raise
 
 
-_POOLS: dict[int, cf.ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-_IN_POOL = threading.local()
+_SHARED = {"pool": None, "workers": 0}
+_SHARED_IN_USE = threading.Lock()
 
 
-def _mark_pool_thread():
-    _IN_POOL.active = True
+def _forget_pool_after_fork():
+    # A forked child has none of the parent's threads, so its runs start a new pool.
+    global _SHARED_IN_USE
+    _SHARED["pool"] = None
+    _SHARED["workers"] = 0
+    _SHARED_IN_USE = threading.Lock()
 
 
-def _forget_pools_after_fork():
-    # A forked child has none of the parent's threads, so its runs start new pools.
-    global _POOLS_LOCK
-    _POOLS.clear()
-    _POOLS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pools_after_fork)
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 @contextlib.contextmanager
 def _thread_pool(n_workers):
-    """Yield postfit's pool of ``n_workers`` threads, shared by runs.
+    """Yield a pool of ``n_workers`` threads: the shared one when it is free.
 
     Starting two threads took about 3 ms here (profiled), a tenth of a
-    linear model's run on 2,000,000 rows, so the pool lives across runs. A run inside a block of
-    another run (a wrapped estimator that is itself a ParallelPostFit) gets a
-    pool of its own: waiting on the shared pool from one of its own threads
-    could deadlock.
+    linear model's run on 2,000,000 rows, so one pool lives across runs.
+    One run at a time uses it. A run that starts while another holds it (a
+    run nested in a block of another, from any thread, or a second caller)
+    gets a pool of its own, as waiting on the shared pool could deadlock.
+    The shared pool is replaced when a run needs another worker count,
+    so idle threads never pile up.
     """
-    if getattr(_IN_POOL, "active", False):
-        with cf.ThreadPoolExecutor(
-            max_workers=n_workers, thread_name_prefix="postfit", initializer=_mark_pool_thread
-        ) as pool:
+    in_use = _SHARED_IN_USE
+    if not in_use.acquire(blocking=False):
+        with cf.ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="postfit") as pool:
             yield pool
         return
-    with _POOLS_LOCK:
-        pool = _POOLS.get(n_workers)
-        if pool is None:
-            pool = cf.ThreadPoolExecutor(
-                max_workers=n_workers,
-                thread_name_prefix="postfit",
-                initializer=_mark_pool_thread,
-            )
-            _POOLS[n_workers] = pool
-    yield pool
+    try:
+        pool = _SHARED["pool"]
+        if pool is None or _SHARED["workers"] != n_workers:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = cf.ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="postfit")
+            _SHARED.update(pool=pool, workers=n_workers)
+        yield pool
+    finally:
+        in_use.release()
 
 
 class ThreadingBackend(Backend):
     """Score blocks in ``n_workers`` threads of the calling process.
 
-    The threads are kept between runs (one pool per worker count), so a run
-    does not pay for starting them.
+    One pool of threads is kept between runs, so a run does not pay for
+    starting them.
     """
 
     name = "threading"

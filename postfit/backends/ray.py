@@ -363,6 +363,8 @@ def _batch_rows(batch, args):
 
 
 def _score_rows(estimator, rows, n, args):
+    # NOTE: batches run without the caller's scikit-learn configuration
+    # (``transform_output`` and the rest), unlike blocks of the other paths.
     try:
         with limit_threads(args.inner_threads):
             out = call_method(estimator, args.method, rows, args.kwargs)

@@ -23,7 +23,6 @@ from types import MethodType
 import numpy as np
 from sklearn.base import clone, is_classifier
 from sklearn.utils import check_random_state, get_tags
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import assert_all_finite
 
@@ -33,7 +32,7 @@ from ._errors import add_note
 from ._inputs import is_dask_collection, is_source
 from ._stream import BlockStream, take_positions
 from .exceptions import PostfitWarning
-from .wrappers import ParallelPostFit, _estimator_has, _is_fitted
+from .wrappers import ParallelPostFit, _if_estimator_has, _is_fitted
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +372,7 @@ class Incremental(ParallelPostFit):
             raise
         return self
 
-    @available_if(_estimator_has("transform"))
+    @_if_estimator_has("transform")
     def fit_transform(self, X, y=None, **fit_params):
         """Train as :meth:`fit` does, then transform X block by block.
 

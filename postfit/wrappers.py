@@ -43,16 +43,6 @@ def _is_fitted(estimator) -> bool:
     return True
 
 
-def _estimator_has(attr):
-    """Return a check for ``available_if`` that keeps the inner AttributeError as the cause."""
-
-    def check(self):
-        getattr(self._inner_estimator(), attr)
-        return True
-
-    return check
-
-
 class _DelegatedMethod:
     """A wrapper method that exists only when the inner estimator has ``attr``.
 
@@ -278,7 +268,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         self.estimator_ = estimator
         return self
 
-    @available_if(_estimator_has("fit_transform"))
+    @_if_estimator_has("fit_transform")
     def fit_transform(self, X, y=None, **fit_params):
         """Fit a clone of the estimator and return its ``fit_transform`` of X.
 
@@ -305,7 +295,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         self.estimator_ = estimator
         return X_new
 
-    @available_if(_estimator_has("partial_fit"))
+    @_if_estimator_has("partial_fit")
     def partial_fit(self, X, y=None, **fit_params):
         """Continue training the fitted estimator, or start one, with ``partial_fit``.
 
@@ -368,9 +358,9 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         if name.startswith("_") or not name.endswith("_"):
             descriptor = inspect.getattr_static(type(self), name, None)
             if hasattr(descriptor, "__get__"):
-                # An ``available_if`` method whose check failed: Python falls
-                # back to __getattr__, so raise the descriptor's own error,
-                # which keeps the inner estimator's AttributeError as cause.
+                # A delegated or ``available_if`` method whose check failed:
+                # Python falls back to __getattr__, so raise the descriptor's
+                # own error, which keeps the inner AttributeError as cause.
                 descriptor.__get__(self, type(self))
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
         state = self.__dict__
@@ -692,12 +682,12 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         files = _output_options(output, overwrite, resume, keep_columns)
         return self._post_fit("transform", X, execute, kwargs, **files)
 
-    @available_if(_estimator_has("get_feature_names_out"))
+    @_if_estimator_has("get_feature_names_out")
     def get_feature_names_out(self, input_features=None):
         """Return the output feature names of the fitted estimator's ``transform``."""
         return self._fitted_estimator().get_feature_names_out(input_features)
 
-    @available_if(_estimator_has("set_output"))
+    @_if_estimator_has("set_output")
     def set_output(self, *, transform=None):
         """Set the output container of ``transform`` ("default", "pandas" or "polars").
 

@@ -27,7 +27,9 @@ from .exceptions import BlockError
 __all__ = ["Block", "ModelRef", "pickle_model", "resolve_model", "run_block"]
 
 _CACHE_LOCK = threading.Lock()
-_MODEL_CACHE: dict[str, Any] = {}
+#: Models loaded from :class:`ModelRef` files, by token. One is kept per
+#: process, so that long-lived workers do not accumulate models.
+_MODEL_CACHE: collections.OrderedDict[str, Any] = collections.OrderedDict()
 _CONTROLLER = None
 
 
@@ -72,34 +74,29 @@ def _is_pickled_model(model) -> bool:
     return type(model) is tuple and len(model) == 3 and model[0] == PICKLED_MODEL_MARK
 
 
-def _load_pickled(model):
-    _, token, payload = model
+def _load_once(cache, kept, token, load):
+    """Return the model cached under ``token``, else ``load()`` it and keep the newest ``kept``."""
     with _CACHE_LOCK:
-        estimator = _PICKLED_CACHE.get(token)
-        if estimator is None:
-            estimator = pickle.loads(payload)
-            _PICKLED_CACHE[token] = estimator
-            while len(_PICKLED_CACHE) > PICKLED_MODELS_KEPT:
-                _PICKLED_CACHE.popitem(last=False)
-        else:
-            _PICKLED_CACHE.move_to_end(token)
+        if token in cache:
+            cache.move_to_end(token)
+            return cache[token]
+        # The oldest go before the load, so that no more than ``kept`` models
+        # are in memory at once.
+        while len(cache) >= kept:
+            cache.popitem(last=False)
+        estimator = load()
+        cache[token] = estimator
         return estimator
 
 
 def resolve_model(model):
-    """Return the estimator for ``model``, loading a :class:`ModelRef` once per process."""
+    """Return the estimator for ``model``, loading a :class:`ModelRef` or pickled model once."""
     if _is_pickled_model(model):
-        return _load_pickled(model)
-    if not isinstance(model, ModelRef):
-        return model
-    with _CACHE_LOCK:
-        if _MODEL_CACHE.get("token") != model.token:
-            # One model is kept per process: a new model replaces the old one
-            # so that long-lived workers do not accumulate models.
-            _MODEL_CACHE.clear()
-            _MODEL_CACHE["model"] = model.load()
-            _MODEL_CACHE["token"] = model.token
-        return _MODEL_CACHE["model"]
+        _, token, payload = model
+        return _load_once(_PICKLED_CACHE, PICKLED_MODELS_KEPT, token, lambda: pickle.loads(payload))
+    if isinstance(model, ModelRef):
+        return _load_once(_MODEL_CACHE, 1, model.token, model.load)
+    return model
 
 
 @dataclass

@@ -74,15 +74,18 @@ def _is_pickled_model(model) -> bool:
     return type(model) is tuple and len(model) == 3 and model[0] == PICKLED_MODEL_MARK
 
 
-def _load_once(cache, kept, token, load):
-    """Return the model cached under ``token``, else ``load()`` it and keep the newest ``kept``."""
+def _load_once(cache, max_models, token, load):
+    """Return the model cached under ``token``, or ``load()`` it and cache it.
+
+    The cache keeps the newest ``max_models`` models.
+    """
     with _CACHE_LOCK:
         if token in cache:
             cache.move_to_end(token)
             return cache[token]
-        # The oldest go before the load, so that no more than ``kept`` models
-        # are in memory at once.
-        while len(cache) >= kept:
+        # The oldest go before the load, so that no more than ``max_models``
+        # models are in memory at once.
+        while len(cache) >= max_models:
             cache.popitem(last=False)
         estimator = load()
         cache[token] = estimator

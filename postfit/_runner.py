@@ -200,19 +200,19 @@ class _InMemoryRun:
             return
 
         layout = _timings.input_layout(self.X, self.method, self.kwargs)
-        kept = _timings.MEMORY.get(self.estimator, layout)
+        kept_timing = _timings.MEMORY.get(self.estimator, layout)
         started = time.perf_counter()
-        if kept is None:
+        if kept_timing is None:
             overhead, seconds_per_row = self.probe_one_thread()
             timing = _timings.Timing(overhead, seconds_per_row, None, time.monotonic())
             _timings.MEMORY.put(self.estimator, layout, timing)
         else:
-            timing = kept
+            timing = kept_timing
             logger.debug("auto backend: timings kept from an earlier call")
         self.plan_from(timing, layout)
-        if kept is not None:
+        if kept_timing is not None:
             elapsed = time.perf_counter() - started
-            if kept.disagrees(self.n, elapsed, self.n_workers):
+            if kept_timing.disagrees(self.n, elapsed, self.n_workers):
                 # Fitted again in place, or the machine changed: measure next time.
                 logger.debug("auto backend: kept timings were off; dropping them")
                 _timings.MEMORY.forget(self.estimator, layout)

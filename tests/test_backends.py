@@ -484,23 +484,6 @@ class ScoresWithPostfit(RegressorMixin, BaseEstimator):
         return ParallelPostFit(inner, backend="threading", n_jobs=2, block_size=3).predict(X)
 
 
-def test_nested_threading_runs_do_not_deadlock():
-    X = np.arange(120.0).reshape(60, 2)
-    outcome = {}
-
-    def run():
-        wrapped = ParallelPostFit(
-            ScoresWithPostfit(depth=2).fit(X), backend="threading", n_jobs=2, block_size=10
-        )
-        outcome["got"] = wrapped.predict(X)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout=60)
-    assert not thread.is_alive(), "a run inside a block waited forever on the shared pool"
-    np.testing.assert_array_equal(outcome["got"], X[:, 0] * 2.0)
-
-
 class ScoresOnHelperThread(RegressorMixin, BaseEstimator):
     """Runs an inner threading run on a helper thread and waits, as a timeout wrapper does."""
 
@@ -522,14 +505,17 @@ class ScoresOnHelperThread(RegressorMixin, BaseEstimator):
         return result["out"]
 
 
-def test_nested_run_on_helper_thread_does_not_deadlock():
+@pytest.mark.parametrize(
+    "make_outer",
+    [lambda: ScoresWithPostfit(depth=2), ScoresOnHelperThread],
+    ids=["in_block", "on_helper_thread"],
+)
+def test_nested_threading_runs_do_not_deadlock(make_outer):
     X = np.arange(120.0).reshape(60, 2)
     outcome = {}
 
     def run():
-        wrapped = ParallelPostFit(
-            ScoresOnHelperThread().fit(X), backend="threading", n_jobs=2, block_size=10
-        )
+        wrapped = ParallelPostFit(make_outer().fit(X), backend="threading", n_jobs=2, block_size=10)
         outcome["got"] = wrapped.predict(X)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -44,8 +44,9 @@ def test_second_call_plans_from_kept_timings(probes):
     wrapped = ParallelPostFit(model, n_jobs=2)
     first = wrapped.predict(X)
     assert probes["one"] == 1
-    kept = _timings.MEMORY.get(model, _timings.input_layout(X, "predict", {}))
-    assert kept is not None and kept.seconds_per_row > 0
+    kept_timing = _timings.MEMORY.get(model, _timings.input_layout(X, "predict", {}))
+    assert kept_timing is not None
+    assert kept_timing.seconds_per_row > 0
 
     second = wrapped.predict(X)
     assert probes["one"] == 1
@@ -143,5 +144,5 @@ def test_odd_hash_and_eq_keep_timings(probes, kind):
         wrapped = ParallelPostFit(model, n_jobs=2)
         for _ in range(2):
             np.testing.assert_array_equal(wrapped.predict(X), X[:, 0] * 2.0)
-    # Identity, not hash or equality, tells the estimators apart.
+    # Identity, not hash or equality, separates the estimators.
     assert probes["one"] == 2

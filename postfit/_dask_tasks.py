@@ -14,10 +14,16 @@ import scipy.sparse as sp
 
 from ._blocks import EmptyOutput
 from ._errors import attach_block
-from ._kernel import Block, run_block
+from ._kernel import Block, resolve_model, run_block
+from ._malloc import block_heap
 from ._meta import coerce_to_meta
 
-__all__ = ["score_chunk", "score_partition"]
+__all__ = ["load_model", "score_chunk", "score_partition"]
+
+
+def load_model(model) -> None:
+    """Unpickle ``model`` into this worker's cache, so that the first block finds it there."""
+    resolve_model(model)
 
 
 def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=None):
@@ -29,7 +35,7 @@ def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=Non
         if np.isnan(start) or np.isnan(stop):
             start = stop = None
     block = Block(index, start, stop, data)
-    with attach_block(block):
+    with attach_block(block), block_heap():
         out = run_block(model, method, block, kwargs, restore_names=restore_names)
 
     if isinstance(out, EmptyOutput):
@@ -49,7 +55,7 @@ def score_partition(part, model, method, kwargs, to_numpy, meta, partition_info=
     number = partition_info["number"] if partition_info else 0
     data = part.to_numpy() if to_numpy else part
     block = Block(number, None, None, data)
-    with attach_block(block):
+    with attach_block(block), block_heap():
         out = run_block(model, method, block, kwargs)
 
     if isinstance(out, EmptyOutput):

@@ -126,7 +126,8 @@ def test_worker_imports_leave_no_tasks(dask_client):  # noqa: F811
         ParallelPostFit(estimator).predict(da.from_array(X, chunks=(50, 4))).compute()
 
     def import_tasks(dask_scheduler):
-        return [str(key) for key in dask_scheduler.tasks if "postfit-import" in str(key)]
+        marks = ("postfit-import", "postfit-load")
+        return [str(key) for key in dask_scheduler.tasks if str(key).startswith(marks)]
 
     deadline = time.monotonic() + 30
     while dask_client.run_on_scheduler(import_tasks) and time.monotonic() < deadline:

@@ -27,6 +27,7 @@ import distributed
 
 from .._errors import attach_block
 from .._kernel import Block, pickle_model
+from .._malloc import block_heap
 from ..exceptions import WorkerCrashedError
 from ._base import Backend, submit_until_full
 
@@ -114,41 +115,61 @@ def estimator_modules(estimator) -> list[str]:
     return sorted(modules)
 
 
+#: Warm-up tasks still running: each drops out, and its key is released, once it finishes.
+_WARM_UPS: set = set()
+
+
+def _keep_until_done(future):
+    """Hold ``future`` until it finishes, so that releasing it does not cancel its task."""
+    _WARM_UPS.add(future)
+    future.add_done_callback(_WARM_UPS.discard)
+
+
 def scatter_model(client, estimator):
     """Send ``estimator`` once to every worker of ``client`` and return its future.
 
-    The model travels pickled (``postfit._kernel.pickle_model``), and each
-    worker unpickles it in its first block. A task on each worker imports
-    the estimator's modules first, so that the import runs while the model
-    is sent rather than after it.
+    The model travels pickled (``postfit._kernel.pickle_model``). Before it
+    is sent, a task on each worker imports the estimator's modules, so that
+    the import runs while the model travels. After it, a task on each worker
+    unpickles it into the worker's cache while the graph and the rows
+    travel, so that the first block on each worker finds the model loaded.
     """
+    from .. import _dask_tasks
+
     run_id = uuid.uuid4().hex[:12]
+    addresses = list(client.nthreads())
     # postfit's own task functions come first: the scoring tasks need them.
     modules = ["postfit._dask_tasks", *estimator_modules(estimator)]
-    warm_ups = [
-        # importlib's own function, because a worker imports a task's
-        # function before it runs the task, in the loop that receives data,
-        # and importing postfit there takes as long as scikit-learn.
-        client.submit(
-            importlib.import_module,
-            name,
-            key=f"postfit-import-{run_id}-{number}-{name}",
-            workers=[address],
-            allow_other_workers=True,
-            pure=False,
-        )
-        for number, address in enumerate(client.nthreads())
-        for name in modules
-    ]
+    for number, address in enumerate(addresses):
+        for name in modules:
+            # importlib's own function, because a worker imports a task's
+            # function before it runs the task, in the loop that receives
+            # data, and importing postfit there takes as long as scikit-learn.
+            _keep_until_done(
+                client.submit(
+                    importlib.import_module,
+                    name,
+                    key=f"postfit-import-{run_id}-{number}-{name}",
+                    workers=[address],
+                    allow_other_workers=True,
+                    pure=False,
+                )
+            )
     # A list of one item, because scatter takes a bare tuple as items to
     # scatter one by one. hash=False skips hashing the payload once more.
     pickled = pickle_model(estimator)
     future = client.scatter([pickled], broadcast=True, hash=False)[0]
-    # The imports have started while the model was sent. Releasing their
-    # futures frees the keys (an import that is running still completes)
-    # rather than leaving one finished task per worker and module.
-    for warm_up in warm_ups:
-        warm_up.release()
+    for number, address in enumerate(addresses):
+        _keep_until_done(
+            client.submit(
+                _dask_tasks.load_model,
+                future,
+                key=f"postfit-load-{run_id}-{number}",
+                workers=[address],
+                allow_other_workers=True,
+                pure=False,
+            )
+        )
     return future
 
 
@@ -166,7 +187,8 @@ def _split_partial(func):
 
 def _run_task(target, args, keywords, index, start, stop, data):
     """Rebuild the block on the worker and score it."""
-    return target(*args, Block(index, start, stop, data), **keywords)
+    with block_heap():
+        return target(*args, Block(index, start, stop, data), **keywords)
 
 
 def _is_lost_input(exc: BaseException) -> bool:

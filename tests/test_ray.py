@@ -381,6 +381,47 @@ def test_dataset_execute_matches_estimator(ray_session, name, frame):
 
 
 @pytest.mark.cluster
+def test_dataset_batches_follow_caller_sklearn_config(ray_session):
+    from sklearn import config_context
+    from sklearn.preprocessing import StandardScaler
+
+    X = pd.DataFrame(np.arange(400.0).reshape(200, 2), columns=["a", "b"])
+    scaler = StandardScaler().fit(X)
+    wrapper = ParallelPostFit(scaler, n_jobs=N_CPUS, block_size=BLOCK_SIZE)
+    with config_context(transform_output="pandas"):
+        expected = scaler.transform(X)
+        got = wrapper.transform(_dataset(X), execute=True)
+
+    assert isinstance(expected, pd.DataFrame)
+    pd.testing.assert_frame_equal(got, expected)
+    # Outside the context, the default output comes back.
+    assert isinstance(wrapper.transform(_dataset(X), execute=True), np.ndarray)
+
+
+def _doubled_when_assume_finite(X):
+    from sklearn import get_config
+
+    return X * 2 if get_config()["assume_finite"] else X
+
+
+@pytest.mark.cluster
+def test_lazy_dataset_keeps_config_it_was_built_with(ray_session):
+    from sklearn import config_context
+    from sklearn.preprocessing import FunctionTransformer
+
+    X = np.arange(400.0).reshape(200, 2)
+    doubler = FunctionTransformer(_doubled_when_assume_finite).fit(X)
+    wrapper = ParallelPostFit(doubler, n_jobs=N_CPUS, block_size=BLOCK_SIZE)
+    with config_context(assume_finite=True):
+        lazy = wrapper.transform(_dataset(X))
+
+    # The Dataset runs here, outside the context.
+    table = lazy.to_pandas()
+    np.testing.assert_array_equal(table.to_numpy(dtype=np.float64), X * 2)
+    np.testing.assert_array_equal(wrapper.transform(_dataset(X), execute=True), X)
+
+
+@pytest.mark.cluster
 def test_dataset_text_pipeline_scores_one_column(ray_session):
     estimator = fitted("text_pipeline")
     docs, _ = training_data(CASES["text_pipeline"])

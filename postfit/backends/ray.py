@@ -40,11 +40,12 @@ import pandas as pd
 import ray
 import ray.data
 import scipy.sparse as sp
+import sklearn
 from ray.util.annotations import RayDeprecationWarning
 
 from .._blocks import EmptyOutput, OutputCollector, n_rows, output_rows
 from .._errors import add_note, attach_block
-from .._kernel import ModelRef, call_method, limit_threads, resolve_model
+from .._kernel import ModelRef, _caller_config, call_method, limit_threads, resolve_model
 from .._meta import meta_from_attributes, normalize_user_meta
 from ..exceptions import BlockError, WorkerCrashedError
 from ._base import Backend, InputSlicer, effective_n_workers, submit_until_full
@@ -317,6 +318,8 @@ class ScorerArgs:
     #: True returns each batch's output pickled, as one row.
     pickled_output: bool
     inner_threads: int | None
+    #: The caller's ``sklearn.get_config()`` when the Dataset was built.
+    config: dict | None = None
 
 
 def score_batch(batch, model_ref, args: ScorerArgs):
@@ -363,10 +366,8 @@ def _batch_rows(batch, args):
 
 
 def _score_rows(estimator, rows, n, args):
-    # NOTE: batches run without the caller's scikit-learn configuration
-    # (``transform_output`` and the rest), unlike blocks of the other paths.
     try:
-        with limit_threads(args.inner_threads):
+        with _caller_config(args.config), limit_threads(args.inner_threads):
             out = call_method(estimator, args.method, rows, args.kwargs)
     except Exception as exc:
         add_note(exc, f"postfit: raised while scoring a batch of {n} rows of a Ray Dataset")
@@ -579,6 +580,8 @@ def run_ray_dataset(
         keep_columns=keep,
         pickled_output=pickled_output,
         inner_threads=cpus,
+        # A lazy Dataset runs later, under the configuration of the call that built it.
+        config=sklearn.get_config(),
     )
     with warnings.catch_warnings():
         # NOTE: Ray Data 2.60 retries a map task whose worker died forever by

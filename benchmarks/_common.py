@@ -28,7 +28,7 @@ import psutil
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-#: Generated data sets live here; the folder is git-ignored with ``results/``.
+#: Generated data sets and models live here, in a folder that git ignores.
 DATA_DIR = RESULTS_DIR / "data"
 DOCS_DIR = REPO_DIR / "docs"
 

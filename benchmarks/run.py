@@ -7,12 +7,14 @@ Usage, from the repository root::
     python -m benchmarks.run --only in_memory --only leak
     python -m benchmarks.run --render    # rewrite the page from saved results only
 
-Each suite's result is saved as ``benchmarks/results/NAME.json`` (git-ignored)
-and the page is rendered from every saved result, so suites can be rerun one
-at a time. Suites that start a Dask or Ray cluster are rerun in a child
-process inside a network namespace that holds only loopback
-(``unshare -n``), because Ray otherwise probes a public address to find its
-own and listens on every interface.
+Each suite's result is saved as ``benchmarks/results/NAME.json`` and the page
+is rendered from every saved result, so suites can be rerun one at a time.
+The results are committed with the page, so that a fresh checkout can rerun
+one suite without losing the others. The data and models the suites make
+go to ``benchmarks/results/data/``, which git ignores. Suites that start a
+Dask or Ray cluster are rerun in a child process inside a network namespace
+that holds only loopback (``unshare -n``), because Ray otherwise probes a
+public address to find its own and listens on every interface.
 """
 
 from __future__ import annotations

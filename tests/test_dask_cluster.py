@@ -235,3 +235,85 @@ def test_file_source_read_and_written_by_workers(dask_client, tmp_path, monkeypa
     expected = estimator.predict_proba(df)
     np.testing.assert_allclose(np.asarray(in_memory), expected, rtol=RTOL)
     np.testing.assert_allclose(written.to_numpy(), expected, rtol=RTOL)
+
+
+# The scattered model kept between calls ------------------------------------------
+
+
+def _scheduler_keys(client, key):
+    return client.run_on_scheduler(lambda dask_scheduler: key in dask_scheduler.tasks)
+
+
+def test_same_model_is_not_sent_again(dask_client, monkeypatch):  # noqa: F811
+    from postfit.backends import dask as dask_backend
+
+    # An earlier test may have left the same model (the same bytes) kept.
+    dask_backend._forget_scattered(dask_client.id)
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    wrapper = ParallelPostFit(estimator, block_size=50)
+    scatters = []
+    scatter = dask_client.scatter
+
+    def counting_scatter(data, *args, **kwargs):
+        scatters.append(data)
+        return scatter(data, *args, **kwargs)
+
+    monkeypatch.setattr(dask_client, "scatter", counting_scatter)
+    with dask_client.as_current():
+        first = wrapper.predict(da.from_array(X, chunks=(50, 4))).compute()
+        second = wrapper.predict_proba(da.from_array(X, chunks=(50, 4))).compute()
+
+    np.testing.assert_array_equal(first, estimator.predict(X))
+    np.testing.assert_allclose(second, estimator.predict_proba(X), rtol=RTOL)
+    assert len(scatters) == 1
+
+
+def test_refitted_model_is_sent_again(dask_client):  # noqa: F811
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    wrapper = ParallelPostFit(estimator, backend="dask", block_size=50)
+    with dask_client.as_current():
+        before = wrapper.predict(X)
+        # The same object, refitted in place on other labels.
+        estimator.fit(X, (y == 2).astype(int))
+        after = wrapper.predict(X)
+
+    np.testing.assert_array_equal(before, LogisticRegression(max_iter=1000).fit(X, y).predict(X))
+    np.testing.assert_array_equal(after, estimator.predict(X))
+    assert set(np.unique(after)) <= {0, 1}
+
+
+def test_model_missing_on_a_worker_is_sent_again(dask_client, monkeypatch):  # noqa: F811
+    from postfit.backends import dask as dask_backend
+
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    wrapper = ParallelPostFit(estimator, backend="dask", block_size=50)
+    with dask_client.as_current():
+        wrapper.predict(X)
+        kept = dask_backend._SCATTERED[dask_client.id].future.key
+        # As if a worker that joined since held no copy.
+        monkeypatch.setattr(dask_client, "who_has", lambda futures: {kept: []})
+        out = wrapper.predict(X)
+
+    np.testing.assert_array_equal(out, estimator.predict(X))
+    assert dask_backend._SCATTERED[dask_client.id].future.key != kept
+
+
+def test_kept_model_is_released_after_its_time(dask_client, monkeypatch):  # noqa: F811
+    from postfit.backends import dask as dask_backend
+
+    monkeypatch.setattr(dask_backend, "KEEP_SCATTERED_SECONDS", 0.2)
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    with dask_client.as_current():
+        ParallelPostFit(estimator, backend="dask", block_size=50).predict(X)
+    key = dask_backend._SCATTERED[dask_client.id].future.key
+    assert _scheduler_keys(dask_client, key)
+
+    deadline = time.monotonic() + 30
+    while _scheduler_keys(dask_client, key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _scheduler_keys(dask_client, key)
+    assert dask_client.id not in dask_backend._SCATTERED

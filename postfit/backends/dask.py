@@ -7,10 +7,14 @@ last ``distributed.Client`` created, or the one made current with
 
 The model is scattered once to every worker (``broadcast=True``), so each
 worker process receives and deserialises it once per run, and every task takes
-the worker's copy as a dependency. Rows of an in-memory input are scattered
-block by block just before their task is submitted, so no task graph embeds
-input data. Blocks of file sources carry only a small loader, which the worker
-calls to read its own rows. A file sink's ``write`` also runs on the worker.
+the worker's copy as a dependency. A client keeps the last model it scattered
+for five minutes after its last use: a later call with the same model (the
+same pickled bytes) on the same workers sends nothing again.
+
+Rows of an in-memory input are scattered block by block just before their
+task is submitted, so no task graph embeds input data. Blocks of file
+sources carry only a small loader, which the worker calls to read its own
+rows. A file sink's ``write`` also runs on the worker.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import concurrent.futures
 import contextlib
 import importlib
 import logging
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from functools import partial
 
 import distributed
@@ -41,6 +47,8 @@ __all__ = ["DaskBackend", "current_client", "scatter_model"]
 LOST_INPUT_RETRIES = 3
 #: Seconds before the first new try to send a block's rows, doubled each try.
 SCATTER_RETRY_DELAY = 0.1
+#: Seconds that a client keeps its last scattered model after the last call that used it.
+KEEP_SCATTERED_SECONDS = 300.0
 
 _HOW_TO_START = (
     "Start one first, for example `from distributed import Client; client = Client()` "
@@ -125,6 +133,81 @@ def _keep_until_done(future):
     future.add_done_callback(_WARM_UPS.discard)
 
 
+@dataclass
+class _Scattered:
+    """The last model that one client scattered, kept for a later call."""
+
+    token: str
+    future: distributed.Future
+    timer: threading.Timer
+
+
+_SCATTERED_LOCK = threading.Lock()
+#: The kept model of each client, by ``client.id``.
+_SCATTERED: dict[str, _Scattered] = {}
+
+
+def _forget_scattered(client_id, token=None) -> None:
+    """Drop the model kept for ``client_id`` (only if it is ``token``), releasing its key."""
+    with _SCATTERED_LOCK:
+        entry = _SCATTERED.get(client_id)
+        if entry is None or (token is not None and entry.token != token):
+            return
+        del _SCATTERED[client_id]
+    entry.timer.cancel()
+    _release(entry.future)
+
+
+def _release(future) -> None:
+    """Release ``future``, whose client may have closed in the meantime."""
+    try:
+        future.release()
+    except Exception as exc:  # noqa: BLE001 - a closed client has nothing left to release
+        logger.debug("dask backend: releasing %s failed: %r", future.key, exc)
+
+
+def _keep_scattered(client, token, future) -> None:
+    """Keep ``future`` as ``client``'s last scattered model, for ``KEEP_SCATTERED_SECONDS``."""
+    timer = threading.Timer(KEEP_SCATTERED_SECONDS, _forget_scattered, (client.id, token))
+    timer.daemon = True
+    # A Future of its own: the caller may release the one it gets.
+    entry = _Scattered(token, distributed.Future(future.key, client), timer)
+    with _SCATTERED_LOCK:
+        previous = _SCATTERED.pop(client.id, None)
+        _SCATTERED[client.id] = entry
+    if previous is not None:
+        previous.timer.cancel()
+        _release(previous.future)
+    timer.start()
+
+
+def _kept_model(client, token):
+    """Return a new Future of the model that ``client`` kept as ``token``, or None.
+
+    The kept model is used only while every current worker has a copy. A
+    worker that joined since, or one whose copy was lost, gets it sent anew.
+    """
+    with _SCATTERED_LOCK:
+        entry = _SCATTERED.get(client.id)
+    if entry is None or entry.token != token:
+        return None
+    if entry.future.status != "finished":
+        _forget_scattered(client.id, token)
+        return None
+    try:
+        holders = set(client.who_has([entry.future]).get(entry.future.key, ()))
+    except OSError as exc:
+        # distributed's CommClosedError is an OSError.
+        logger.debug("dask backend: who_has for the kept model failed: %r", exc)
+        return None
+    if not set(client.nthreads()) <= holders:
+        return None
+    future = distributed.Future(entry.future.key, client)
+    # Kept for another five minutes from this use.
+    _keep_scattered(client, token, future)
+    return future
+
+
 def scatter_model(client, estimator):
     """Send ``estimator`` once to every worker of ``client`` and return its future.
 
@@ -133,8 +216,17 @@ def scatter_model(client, estimator):
     the import runs while the model travels. After it, a task on each worker
     unpickles it into the worker's cache while the graph and the rows
     travel, so that the first block on each worker finds the model loaded.
+    When every worker still has the same pickled model from an earlier
+    call, nothing is sent.
     """
     from .. import _dask_tasks
+
+    pickled = pickle_model(estimator)
+    token = pickled[1]
+    reused = _kept_model(client, token)
+    if reused is not None:
+        logger.debug("dask backend: every worker has the model already (%s)", reused.key)
+        return reused
 
     run_id = uuid.uuid4().hex[:12]
     addresses = list(client.nthreads())
@@ -157,7 +249,6 @@ def scatter_model(client, estimator):
             )
     # A list of one item, because scatter takes a bare tuple as items to
     # scatter one by one. hash=False skips hashing the payload once more.
-    pickled = pickle_model(estimator)
     future = client.scatter([pickled], broadcast=True, hash=False)[0]
     for number, address in enumerate(addresses):
         _keep_until_done(
@@ -170,6 +261,7 @@ def scatter_model(client, estimator):
                 pure=False,
             )
         )
+    _keep_scattered(client, token, future)
     return future
 
 

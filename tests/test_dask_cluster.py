@@ -317,3 +317,63 @@ def test_kept_model_is_released_after_its_time(dask_client, monkeypatch):  # noq
         time.sleep(0.05)
     assert not _scheduler_keys(dask_client, key)
     assert dask_client.id not in dask_backend._SCATTERED
+
+
+def test_kept_model_expiring_during_a_call(dask_client, monkeypatch):  # noqa: F811
+    from postfit.backends import dask as dask_backend
+
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    wrapper = ParallelPostFit(estimator, backend="dask", block_size=50)
+    who_has = dask_client.who_has
+
+    def who_has_while_expiring(futures):
+        # As if the five minutes ran out between the lookup and this check.
+        dask_backend._forget_scattered(dask_client.id)
+        time.sleep(0.2)
+        return who_has(futures)
+
+    with dask_client.as_current():
+        wrapper.predict(X)
+        monkeypatch.setattr(dask_client, "who_has", who_has_while_expiring)
+        out = wrapper.predict(X)
+        lazy = ParallelPostFit(estimator).predict(da.from_array(X, chunks=(50, 4))).compute()
+
+    np.testing.assert_array_equal(out, estimator.predict(X))
+    np.testing.assert_array_equal(lazy, estimator.predict(X))
+
+
+def test_closed_client_drops_its_kept_model(dask_cluster, dask_client):  # noqa: F811
+    from distributed import Client
+
+    from postfit.backends import dask as dask_backend
+
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    other = Client(dask_cluster, set_as_default=False)
+    with other.as_current():
+        ParallelPostFit(estimator, backend="dask", block_size=50).predict(X)
+    timer = dask_backend._SCATTERED[other.id].timer
+    other.close()
+
+    with dask_client.as_current():
+        ParallelPostFit(estimator, backend="dask", block_size=50).predict(X)
+
+    assert other.id not in dask_backend._SCATTERED
+    timer.join(timeout=5)
+    assert not timer.is_alive()
+
+
+def test_closed_client_is_a_clear_error(dask_cluster):  # noqa: F811
+    from distributed import Client
+
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    closed = Client(dask_cluster, set_as_default=False)
+    closed.close()
+    wrapper = ParallelPostFit(estimator, backend="dask", backend_options={"client": closed})
+
+    with pytest.raises(RuntimeError, match="is closed.*Create a new"):
+        wrapper.predict(X)
+    with closed.as_current(), pytest.raises(RuntimeError, match="is closed"):
+        ParallelPostFit(estimator).predict(da.from_array(X, chunks=(50, 4)))

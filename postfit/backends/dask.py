@@ -73,9 +73,9 @@ def current_client(client=None, required=True):
                 f"client must be a distributed.Client, got {type(client).__name__}. "
                 + _HOW_TO_START
             )
-        return client
+        return _check_open(client)
     try:
-        return distributed.default_client()
+        client = distributed.default_client()
     except ValueError:
         if not required:
             return None
@@ -85,6 +85,18 @@ def current_client(client=None, required=True):
             "ParallelPostFit(..., backend='dask', backend_options={'client': client}), or "
             "create it before the call so that it is the default client."
         ) from None
+    return _check_open(client)
+
+
+def _check_open(client):
+    """Return ``client``, or raise when it has been closed."""
+    if client.status in ("closing", "closed"):
+        raise RuntimeError(
+            f"The Dask client {client} is {client.status}. Create a new "
+            "distributed.Client for the cluster, and pass it or make it current "
+            "before the call."
+        )
+    return client
 
 
 def estimator_modules(estimator) -> list[str]:
@@ -158,6 +170,18 @@ def _forget_scattered(client_id, token=None) -> None:
     _release(entry.future)
 
 
+def _forget_closed_clients() -> None:
+    """Drop the models kept for clients that have closed since."""
+    with _SCATTERED_LOCK:
+        closed = [
+            client_id
+            for client_id, entry in _SCATTERED.items()
+            if entry.future.client.status in ("closing", "closed")
+        ]
+    for client_id in closed:
+        _forget_scattered(client_id)
+
+
 def _release(future) -> None:
     """Release ``future``, whose client may have closed in the meantime."""
     try:
@@ -168,6 +192,7 @@ def _release(future) -> None:
 
 def _keep_scattered(client, token, future) -> None:
     """Keep ``future`` as ``client``'s last scattered model, for ``KEEP_SCATTERED_SECONDS``."""
+    _forget_closed_clients()
     timer = threading.Timer(KEEP_SCATTERED_SECONDS, _forget_scattered, (client.id, token))
     timer.daemon = True
     # A Future of its own: the caller may release the one it gets.
@@ -189,20 +214,26 @@ def _kept_model(client, token):
     """
     with _SCATTERED_LOCK:
         entry = _SCATTERED.get(client.id)
-    if entry is None or entry.token != token:
-        return None
-    if entry.future.status != "finished":
+        if entry is None or entry.token != token:
+            return None
+        # The reference is taken under the lock: a thread that replaces or
+        # expires the entry releases the entry's own Future only after it has
+        # left the dict, so the scheduler cannot forget the key before this.
+        future = distributed.Future(entry.future.key, client)
+    if future.status != "finished":
+        _release(future)
         _forget_scattered(client.id, token)
         return None
     try:
-        holders = set(client.who_has([entry.future]).get(entry.future.key, ()))
+        holders = set(client.who_has([future]).get(future.key, ()))
     except OSError as exc:
         # distributed's CommClosedError is an OSError.
         logger.debug("dask backend: who_has for the kept model failed: %r", exc)
+        _release(future)
         return None
     if not set(client.nthreads()) <= holders:
+        _release(future)
         return None
-    future = distributed.Future(entry.future.key, client)
     # Kept for another five minutes from this use.
     _keep_scattered(client, token, future)
     return future

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 import socket
 
+# hypothesis's pytest plugin imports more of hypothesis in its terminal
+# summary. With Python 3.11.7, pytest's rewrite of those modules there raised
+# "SystemError: AST constructor recursion depth mismatch" in runs of the
+# reliability and cluster tests without the property tests, which failed the
+# run. Importing them here, before any test runs, avoids that late import.
+import hypothesis.internal.observability  # noqa: F401
 import numpy as np
 import pytest
 

@@ -331,9 +331,17 @@ def test_interrupt_while_pool_starts_kills_workers(iris_frame, monkeypatch):
     spawned = []
 
     def interrupted_start(thread):
-        # Ctrl-C arriving after loky spawned the workers, before their manager runs.
-        children = psutil.Process().children(recursive=True)
-        spawned.extend(p for p in children if p.pid not in before and _is_loky_worker(p))
+        # Ctrl-C arriving after loky spawned the workers, before their manager
+        # runs. A worker forked a moment ago shows its loky command line only
+        # once it has run exec, so the check waits for both.
+        deadline = time.monotonic() + 10
+        while True:
+            children = psutil.Process().children(recursive=True)
+            new = [p for p in children if p.pid not in before and _is_loky_worker(p)]
+            if len(new) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        spawned.extend(new)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(process_executor._ExecutorManagerThread, "start", interrupted_start)

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RunOptions", "execute_blocks", "run_in_memory"]
 
+#: Times that the two-thread probe times each way, keeping the shorter time.
+PROBE_REPEATS = 2
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -250,10 +253,11 @@ class _InMemoryRun:
             work = seconds_per_row * remaining
             if remaining == 0:
                 return
-        if speedup >= _plan.THREADS_SCALE_MIN_SPEEDUP:
+        if work >= _plan.PROCESS_MIN_SECONDS:
+            backend = "threading" if speedup >= _plan.THREADS_SCALE_MIN_SPEEDUP else "loky"
+        elif speedup >= _plan.THREADS_GAIN_MIN_SPEEDUP:
+            # Too little work for processes: any gain from threads is worth taking.
             backend = "threading"
-        elif work >= _plan.PROCESS_MIN_SECONDS:
-            backend = "loky"
         else:
             backend = "sequential"
         logger.debug(
@@ -327,17 +331,25 @@ class _InMemoryRun:
         return _fit_call_time(timings)
 
     def probe_two_threads(self, overhead, per_row):
-        """Score two blocks at once on two threads and return the speed-up over one."""
-        rows = max(1, int(2 * _plan.PROBE_MIN_SECONDS / per_row))
-        rows = min(rows, (self.n - self.position) // 4, self.block_size_limit() or self.n)
+        """Return the speed-up of two threads over one, from blocks scored both ways.
+
+        Blocks run one at a time on this thread, then two at a time on two
+        threads, and the speed-up compares the measured times rather than a
+        fitted cost model. A one-time cost that the fit read as a fixed cost
+        per call had made a pure-Python estimator look as if it ran faster on
+        two threads. Each way is timed twice and the shorter time kept, since
+        one garbage collection can take longer than a probe block.
+        """
+        # The fixed cost of a call may not scale (a histogram model's was
+        # 12 ms), so it is kept to a quarter of a probe block at most.
+        seconds = max(2 * _plan.PROBE_MIN_SECONDS, 4 * overhead)
+        rows = max(1, int(seconds / per_row))
+        rows = min(rows, (self.n - self.position) // 8, self.block_size_limit() or self.n)
         if rows < 1:
             return 1.0
-        blocks = []
-        for _ in range(2):
-            lo = self.position
-            blocks.append(Block(self.next_index, lo, lo + rows, take_rows(self.X, lo, lo + rows)))
-            self.next_index += 1
-            self.position = lo + rows
+        one_thread = min(
+            self.score_here(self.position + rows, inner_threads=1) for _ in range(PROBE_REPEATS)
+        )
         func = partial(
             run_block,
             self.estimator,
@@ -348,14 +360,26 @@ class _InMemoryRun:
             restore_names=self.restore_names,
             config=sklearn.get_config(),
         )
-        started = time.perf_counter()
+        two_threads = float("inf")
         with limit_threads(1, "blas"), cf.ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(func, block) for block in blocks]
-            for block, future in zip(blocks, futures, strict=True):
-                with attach_block(block):
-                    self.add(block, future.result())
-        elapsed = time.perf_counter() - started
-        return 2 * (overhead + rows * per_row) / max(elapsed, 1e-9)
+            for _ in range(PROBE_REPEATS):
+                blocks = []
+                for _ in range(2):
+                    lo = self.position
+                    rows_taken = take_rows(self.X, lo, lo + rows)
+                    blocks.append(Block(self.next_index, lo, lo + rows, rows_taken))
+                    self.next_index += 1
+                    self.position = lo + rows
+                started = time.perf_counter()
+                futures = [pool.submit(func, block) for block in blocks]
+                outputs = []
+                for block, future in zip(blocks, futures, strict=True):
+                    with attach_block(block):
+                        outputs.append(future.result())
+                two_threads = min(two_threads, time.perf_counter() - started)
+                for block, out in zip(blocks, outputs, strict=True):
+                    self.add(block, out)
+        return 2 * one_thread / max(two_threads, 1e-9)
 
     def run_backend(self, name, n_workers, seconds_per_row, overhead=0.0):
         backend = get_backend(name)(n_workers, **self.options.backend_options)

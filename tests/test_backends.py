@@ -342,6 +342,45 @@ def test_planner_one_call_when_processes_do_not_pay(planner):
     assert planner(10_000, seconds_per_row=1e-5, speedup=1.0) == ["direct"]
 
 
+def test_planner_short_work_takes_modest_thread_gain(planner):
+    # 0.1 s of work: too little for processes, so a 1.3 speed-up is taken.
+    assert planner(10_000, seconds_per_row=1e-5, speedup=1.3) == ["threading"]
+
+
+def test_planner_long_work_prefers_processes_to_modest_gain(planner):
+    # 10 s of work: processes beat threads that gain only 1.3 times.
+    assert planner(10_000, seconds_per_row=1e-3, speedup=1.3) == ["loky"]
+
+
+class HoldsGilWithSlowFirstCall(RegressorMixin, BaseEstimator):
+    """Pure-Python work on each row, plus 30 ms on its first call."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        self.calls_ = 0
+        return self
+
+    def predict(self, X):
+        self.calls_ += 1
+        if self.calls_ == 1:
+            time.sleep(0.03)
+        return np.array([sum(row) for row in X.tolist()])
+
+
+def test_two_thread_probe_measures_rather_than_fits():
+    X = np.ones((400_000, 2))
+    estimator = HoldsGilWithSlowFirstCall().fit(X[:5])
+    run = _runner._InMemoryRun(
+        estimator, "predict", X, _runner.RunOptions(n_jobs=2), {}, False, None
+    )
+    run.score_here(1_000, inner_threads=1)
+    # A fitted fixed cost as large as the first call's 30 ms. Predicting a
+    # probe block's time from it had doubled the one-thread time.
+    speedup = run.probe_two_threads(overhead=0.03, per_row=2e-6)
+    # Pure Python holds the GIL: two threads gain nothing.
+    assert speedup < _plan.THREADS_SCALE_MIN_SPEEDUP
+
+
 def test_planner_keeps_memory_budget(planner, monkeypatch):
     monkeypatch.setattr(_plan, "BLOCK_MEMORY_FACTOR", 10**6)
     assert planner(10_000, seconds_per_row=1e-9, memory_budget="1GB") == ["sequential"]

@@ -134,10 +134,9 @@ def forced_auto_plan(request, monkeypatch):
     """
     monkeypatch.setattr(_plan, "DIRECT_MAX_ROWS", 0)
     monkeypatch.setattr(_plan, "DIRECT_MAX_SECONDS", 0.0)
-    if request.param == "auto_threads":
-        monkeypatch.setattr(_plan, "THREADS_SCALE_MIN_SPEEDUP", 0.0)
-    else:
-        monkeypatch.setattr(_plan, "THREADS_SCALE_MIN_SPEEDUP", float("inf"))
+    threads_limit = 0.0 if request.param == "auto_threads" else float("inf")
+    monkeypatch.setattr(_plan, "THREADS_SCALE_MIN_SPEEDUP", threads_limit)
+    monkeypatch.setattr(_plan, "THREADS_GAIN_MIN_SPEEDUP", threads_limit)
     limit = 0.0 if request.param == "auto_processes" else float("inf")
     monkeypatch.setattr(_plan, "PROCESS_MIN_SECONDS", limit)
     return request.param

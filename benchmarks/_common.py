@@ -105,7 +105,7 @@ def library_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """Return the short commit of the repository, with ``+dirty`` when files are modified."""
+    """Return the short commit of the repository, with ``+dirty`` when code is modified."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -114,8 +114,12 @@ def git_commit() -> str | None:
             text=True,
             check=True,
         ).stdout.strip()
+        # The saved results and the page are the benchmark's own outputs,
+        # committed with it: rewriting them leaves the code as it was.
+        outputs = ["benchmarks/results", "docs/benchmarks.md", "docs/benchmarks_*.png"]
+        excluded = [f":(exclude,glob){path}" for path in outputs]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
             cwd=REPO_DIR,
             capture_output=True,
             text=True,

@@ -59,3 +59,19 @@ def attach_block(block):
     except Exception as exc:
         add_note(exc, f"postfit: raised while scoring {block.describe()}")
         raise
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """Return the KeyboardInterrupt that ``exc`` was raised while handling, if any.
+
+    A Ctrl-C that lands while loky starts a worker process can surface as
+    another error (an ``UnboundLocalError`` from loky's own clean-up code)
+    whose context is the interrupt.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

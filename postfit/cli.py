@@ -19,6 +19,7 @@ import os
 import sys
 
 from . import __version__
+from ._errors import interrupt_behind
 
 logger = logging.getLogger(__name__)
 
@@ -514,6 +515,11 @@ def main(argv=None) -> int:
         print(f"postfit {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if interrupt_behind(exc) is not None:
+            # Ctrl-C that another library's clean-up turned into its own error.
+            logger.debug("interrupted", exc_info=True)
+            print(f"postfit {args.command}: interrupted", file=sys.stderr)
+            return 130
         if isinstance(exc, BrokenPipeError) and _stdout_closed():
             # The reader of stdout (``head``, say) stopped reading, which is no
             # error of the run. Pointing stdout at devnull keeps the interpreter's

@@ -34,6 +34,7 @@ import cloudpickle
 import numpy as np
 from joblib.externals.loky import ProcessPoolExecutor
 
+from .._errors import interrupt_behind
 from .._kernel import ModelRef
 from ..exceptions import WorkerCrashedError
 from ._base import Backend, InputSlicer
@@ -189,6 +190,17 @@ def _is_usable(pool, n_workers) -> bool:
     return pool._max_workers == n_workers and not broken
 
 
+def _interruptible(call, *args):
+    """Return ``call(*args)``, raising the KeyboardInterrupt behind any error it raises."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        interrupt = interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        raise interrupt from exc
+
+
 def get_pool(n_workers: int) -> ProcessPoolExecutor:
     """Return postfit's pool of ``n_workers`` loky workers, starting one when needed.
 
@@ -281,7 +293,7 @@ class LokyBackend(Backend):
             yield _WritingSlicer(path, X, f.fileno(), offset)
 
     def imap_unordered(self, func, blocks, max_in_flight):
-        pool = get_pool(self.n_workers)
+        pool = _interruptible(get_pool, self.n_workers)
 
         def stop_workers(exc):
             # On KeyboardInterrupt, when the consumer stops early, or when a
@@ -292,7 +304,7 @@ class LokyBackend(Backend):
                 discard_pool(pool)
 
         yield from bounded_imap(
-            lambda block: pool.submit(call_recording_warnings, func, block),
+            lambda block: _interruptible(pool.submit, call_recording_warnings, func, block),
             blocks,
             max_in_flight,
             on_error=stop_workers,

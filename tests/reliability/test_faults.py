@@ -355,3 +355,46 @@ def test_interrupt_while_pool_starts_kills_workers(iris_frame, monkeypatch):
     assert [p for p in alive if _alive(p)] == []
     # The next run builds a new pool.
     assert_array_equal(wrapper.predict(X.to_numpy()), model.predict(X.to_numpy()))
+
+
+def _interrupt_masked_by_cleanup(*args, **kwargs):
+    """Raise what loky raised when Ctrl-C landed while it started a worker."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise UnboundLocalError("cannot access local variable 'parent_r'") from None
+
+
+def test_interrupt_behind_cleanup_error_stays_interrupt(iris_frame, monkeypatch):
+    from postfit.backends import loky as loky_backend
+
+    X, y = iris_frame
+    model = LogisticRegression(max_iter=1000).fit(X.to_numpy(), y)
+    pool = loky_backend.get_pool(2)
+    monkeypatch.setattr(pool, "submit", _interrupt_masked_by_cleanup)
+    wrapper = ParallelPostFit(model, backend="loky", n_jobs=2, block_size=30)
+
+    with pytest.raises(KeyboardInterrupt):
+        wrapper.predict(X.to_numpy())
+    monkeypatch.undo()
+    # The interrupted pool is dropped, and the next run starts a new one.
+    assert loky_backend.get_pool(2) is not pool
+    assert_array_equal(wrapper.predict(X.to_numpy()), model.predict(X.to_numpy()))
+
+
+def test_cli_reports_interrupt_behind_cleanup_error(monkeypatch, capsys):
+    from postfit import cli
+
+    parser = cli.build_parser()
+    original_parse = parser.parse_args
+
+    def parse_args(argv):
+        args = original_parse(argv)
+        args.handler = _interrupt_masked_by_cleanup
+        return args
+
+    monkeypatch.setattr(parser, "parse_args", parse_args)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+
+    assert cli.main(["info", "model.pkl"]) == 130
+    assert "postfit info: interrupted" in capsys.readouterr().err

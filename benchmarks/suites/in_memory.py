@@ -95,7 +95,11 @@ def time_variants(estimators, X, repeats):
             func = funcs[name][variant]
             outputs = []
             try:
-                timing = time_call(lambda f=func, out=outputs: out.append(f()), repeats)
+                # dask-ml's run left OpenBLAS at one thread in this process
+                # (dask-ml 2025.1.0), which slowed every variant after it.
+                # The context puts the thread settings back after each variant.
+                with threadpool_limits(limits=None):
+                    timing = time_call(lambda f=func, out=outputs: out.append(f()), repeats)
             except Exception as exc:  # recorded on the page instead of stopping the suite
                 times[name][variant] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
                 print(f"  {name:30s} {variant:26s} failed: {exc}", flush=True)

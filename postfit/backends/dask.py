@@ -9,7 +9,7 @@ The model is scattered once to every worker (``broadcast=True``), so each
 worker process receives and deserialises it once per run, and every task takes
 the worker's copy as a dependency. A client keeps the last model it scattered
 for five minutes after its last use: a later call with the same model (the
-same pickled bytes) on the same workers sends nothing again.
+same pickled bytes) sends nothing again.
 
 Rows of an in-memory input are scattered block by block just before their
 task is submitted, so no task graph embeds input data. Blocks of file
@@ -209,8 +209,9 @@ def _keep_scattered(client, token, future) -> None:
 def _kept_model(client, token):
     """Return a new Future of the model that ``client`` kept as ``token``, or None.
 
-    The kept model is used only while every current worker has a copy. A
-    worker that joined since, or one whose copy was lost, gets it sent anew.
+    The kept model is used while at least one worker has a copy: Dask's
+    active memory manager drops the extra copies of a broadcast key within
+    seconds, and a worker without one fetches it from a worker that has it.
     """
     with _SCATTERED_LOCK:
         entry = _SCATTERED.get(client.id)
@@ -231,7 +232,7 @@ def _kept_model(client, token):
         logger.debug("dask backend: who_has for the kept model failed: %r", exc)
         _release(future)
         return None
-    if not set(client.nthreads()) <= holders:
+    if not holders:
         _release(future)
         return None
     # Kept for another five minutes from this use.
@@ -247,8 +248,8 @@ def scatter_model(client, estimator):
     the import runs while the model travels. After it, a task on each worker
     unpickles it into the worker's cache while the graph and the rows
     travel, so that the first block on each worker finds the model loaded.
-    When every worker still has the same pickled model from an earlier
-    call, nothing is sent.
+    When the cluster still has the same pickled model from an earlier call,
+    nothing is sent.
     """
     from .. import _dask_tasks
 

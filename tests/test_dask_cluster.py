@@ -292,13 +292,13 @@ def test_model_missing_on_a_worker_is_sent_again(dask_client, monkeypatch):  # n
     wrapper = ParallelPostFit(estimator, backend="dask", block_size=50)
     with dask_client.as_current():
         wrapper.predict(X)
-        kept = dask_backend._SCATTERED[dask_client.id].future.key
+        kept_key = dask_backend._SCATTERED[dask_client.id].future.key
         # As if no worker held a copy any more.
-        monkeypatch.setattr(dask_client, "who_has", lambda futures: {kept: []})
+        monkeypatch.setattr(dask_client, "who_has", lambda futures: {kept_key: []})
         out = wrapper.predict(X)
 
     np.testing.assert_array_equal(out, estimator.predict(X))
-    assert dask_backend._SCATTERED[dask_client.id].future.key != kept
+    assert dask_backend._SCATTERED[dask_client.id].future.key != kept_key
 
 
 def test_kept_model_is_released_after_its_time(dask_client, monkeypatch):  # noqa: F811
@@ -312,7 +312,7 @@ def test_kept_model_is_released_after_its_time(dask_client, monkeypatch):  # noq
         kept_keys.append(future.key)
         return keep_scattered(client, token, future)
 
-    # The key is recorded as it is kept: on a loaded machine the 0.2 s can
+    # The key is recorded as it is kept, because on a loaded machine the 0.2 s can
     # run out before the call returns.
     monkeypatch.setattr(dask_backend, "_keep_scattered", recording_keep)
     X, y = _iris()

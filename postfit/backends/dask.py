@@ -139,8 +139,14 @@ def estimator_modules(estimator) -> list[str]:
 _WARM_UPS: set = set()
 
 
-def _keep_until_done(future):
-    """Hold ``future`` until it finishes, so that releasing it does not cancel its task."""
+def _warm_up(client, address, key, func, argument):
+    """Submit ``func(argument)`` to the worker at ``address`` and hold it until it finishes.
+
+    Holding the future keeps a release from cancelling a task still queued.
+    """
+    future = client.submit(
+        func, argument, key=key, workers=[address], allow_other_workers=True, pure=False
+    )
     _WARM_UPS.add(future)
     future.add_done_callback(_WARM_UPS.discard)
 
@@ -257,7 +263,7 @@ def scatter_model(client, estimator):
     token = pickled[1]
     reused = _kept_model(client, token)
     if reused is not None:
-        logger.debug("dask backend: every worker has the model already (%s)", reused.key)
+        logger.debug("dask backend: the cluster has the model already (%s)", reused.key)
         return reused
 
     run_id = uuid.uuid4().hex[:12]
@@ -269,30 +275,14 @@ def scatter_model(client, estimator):
             # importlib's own function, because a worker imports a task's
             # function before it runs the task, in the loop that receives
             # data, and importing postfit there takes as long as scikit-learn.
-            _keep_until_done(
-                client.submit(
-                    importlib.import_module,
-                    name,
-                    key=f"postfit-import-{run_id}-{number}-{name}",
-                    workers=[address],
-                    allow_other_workers=True,
-                    pure=False,
-                )
-            )
+            key = f"postfit-import-{run_id}-{number}-{name}"
+            _warm_up(client, address, key, importlib.import_module, name)
     # A list of one item, because scatter takes a bare tuple as items to
     # scatter one by one. hash=False skips hashing the payload once more.
     future = client.scatter([pickled], broadcast=True, hash=False)[0]
     for number, address in enumerate(addresses):
-        _keep_until_done(
-            client.submit(
-                _dask_tasks.load_model,
-                future,
-                key=f"postfit-load-{run_id}-{number}",
-                workers=[address],
-                allow_other_workers=True,
-                pure=False,
-            )
-        )
+        key = f"postfit-load-{run_id}-{number}"
+        _warm_up(client, address, key, _dask_tasks.load_model, future)
     _keep_scattered(client, token, future)
     return future
 

@@ -323,6 +323,7 @@ class Incremental(ParallelPostFit):
             self.__dict__.update(previous)
             raise
         self._block_rng = rng
+        self._allow_direct(estimator, self._check_options())
         return self
 
     @_if_inner_partial_fit
@@ -370,6 +371,7 @@ class Incremental(ParallelPostFit):
                 # An estimator that failed its first block is not fitted.
                 del self.estimator_
             raise
+        self._allow_direct(estimator, self._check_options())
         return self
 
     @_if_estimator_has("transform")

@@ -72,7 +72,12 @@ class _DelegatedMethod:
                 return self.fn(*args, **kwargs)
 
             return unbound
-        self._check(obj, owner if owner is not None else type(obj))
+        # _inner_estimator, spelled out for the hot path of small calls.
+        inner = obj.__dict__.get("estimator_")
+        if inner is None:
+            inner = obj.estimator
+        if not hasattr(inner, self.attr):
+            self._check(obj, owner if owner is not None else type(obj))
         return MethodType(self.fn, obj)
 
 
@@ -266,6 +271,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         estimator = clone(self.estimator)
         estimator.fit(X, y, **fit_params)
         self.estimator_ = estimator
+        self._allow_direct(estimator, self._check_options())
         return self
 
     @_if_estimator_has("fit_transform")
@@ -293,6 +299,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         estimator = clone(self.estimator)
         X_new = estimator.fit_transform(X, y, **fit_params)
         self.estimator_ = estimator
+        self._allow_direct(estimator, self._check_options())
         return X_new
 
     @_if_estimator_has("partial_fit")
@@ -319,6 +326,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             self.estimator_ = copy.deepcopy(self.estimator) if fitted else clone(self.estimator)
         X, y = materialize(X), materialize(y)
         self.estimator_.partial_fit(X, y, **fit_params)
+        self._allow_direct(self.estimator_, self._check_options())
         return self
 
     def __sklearn_is_fitted__(self):
@@ -451,8 +459,53 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
 
     # Post-fit methods -------------------------------------------------------
 
+    def __setattr__(self, name, value):
+        # Any change of a parameter or of the fitted estimator ends the
+        # direct path that the knobs allowed; the next call checks anew.
+        self.__dict__.pop("_direct", None)
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name):
+        self.__dict__.pop("_direct", None)
+        super().__delattr__(name)
+
+    def _allow_direct(self, estimator, options):
+        """Let small NumPy inputs go straight to ``estimator`` until an attribute changes.
+
+        The knobs decide whether small inputs take the direct path at all.
+        Storing the result saves ``_post_fit`` its checks, a microsecond or
+        two of a 0.1 ms call; ``__setattr__`` drops it. The estimator's own
+        features are still checked on every call, as it can be refitted in
+        place.
+        """
+        direct = (
+            options.backend == "auto"
+            and not options.progress
+            and options.block_size == "auto"
+            and _plan.is_auto_budget(options.memory_budget)
+            and self.backend_options is None
+        )
+        if direct:
+            self.__dict__["_direct"] = estimator
+
     def _post_fit(self, method, X, execute=None, kwargs=None, **route_options):
         """Run ``method`` on X by the route X's kind calls for: in memory, lazy or files."""
+        direct = self.__dict__.get("_direct")
+        if (
+            direct is not None
+            and type(X) is np.ndarray
+            and X.shape[0] <= _plan.DIRECT_MAX_ROWS
+            and execute is not False
+            and not kwargs
+            and not route_options
+            and _plain_array_matches(direct, X)
+        ):
+            # The hot path of small calls: no run to plan, so the wrapper adds
+            # about a microsecond.
+            out = getattr(direct, method)(X)
+            if type(out) is np.ndarray and out.ndim and out.shape[0] == X.shape[0]:
+                return out
+            return _runner.check_direct_rows(direct, method, out, X.shape[0])
         estimator = self._fitted_estimator()
         options = self._check_options()
         getattr(estimator, method)
@@ -460,8 +513,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         if type(X) is not np.ndarray or execute is False or route_options:
             route = route_input(X, execute=execute, **route_options)
         elif _plain_array_matches(estimator, X) and _takes_direct_path(X, len(X), options):
-            # The hot path of small calls: no feature checks left to do and
-            # no run to plan, so the wrapper adds a few microseconds.
+            self._allow_direct(estimator, options)
             return _runner._run_direct(estimator, method, X, len(X), kwargs, False)
         if route is not None:
             return route(self, estimator, method, X, options, kwargs or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import threading
@@ -625,3 +626,68 @@ def test_blocks_follow_caller_sklearn_config(backend):
     pd.testing.assert_frame_equal(got, expected)
     # Outside the context, the default output comes back.
     assert isinstance(wrapper.transform(X), np.ndarray)
+
+
+class RecordsCollector(RegressorMixin, BaseEstimator):
+    """Records whether the garbage collector was enabled during each call."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        self.enabled_ = []
+        return self
+
+    def predict(self, X):
+        self.enabled_.append(gc.isenabled())
+        time.sleep(len(X) * 1e-6)
+        return np.asarray(X)[:, 0].copy()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_probes_pause_and_restore_garbage_collector(enabled):
+    X = np.arange(400_000.0).reshape(200_000, 2)
+    estimator = RecordsCollector().fit(X[:5])
+    run = _runner._InMemoryRun(
+        estimator, "predict", X, _runner.RunOptions(n_jobs=2), {}, False, None
+    )
+    was = gc.isenabled()
+    try:
+        if not enabled:
+            gc.disable()
+        overhead, per_row = run.probe_one_thread()
+        assert gc.isenabled() is enabled
+        run.probe_two_threads(overhead, per_row)
+        assert gc.isenabled() is enabled
+    finally:
+        if was:
+            gc.enable()
+    assert estimator.enabled_ and not any(estimator.enabled_)
+
+
+# Block sizes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_rows", [1, 7, 999, 1_000, 1_000_001, 2_000_000, 10**9])
+@pytest.mark.parametrize("n_workers", [1, 2, 3, 8])
+@pytest.mark.parametrize("seconds_per_row", [None, 1e-7, 3.6e-6])
+def test_block_size_gives_equal_blocks_for_every_worker(n_rows, n_workers, seconds_per_row):
+    size = _plan.choose_block_size(
+        n_rows, 160, n_workers, 2**30, seconds_per_row, seconds_per_call=9e-3
+    )
+    assert 1 <= size <= max(1, _plan.MAX_BLOCK_BYTES // 160 / 0.99 + 1)
+    n_blocks = -(-n_rows // size)
+    # With fewer rows than n_blocks * (n_blocks - 1), equal blocks of whole
+    # rows can come out fewer than planned (9 rows in 6 blocks are 5 of 2).
+    if n_blocks > 1 and n_rows > n_blocks * (n_blocks - 1):
+        assert n_blocks % n_workers == 0
+        # Every block but the last is full, and the last is not much shorter.
+        assert n_rows - (n_blocks - 1) * size > size - n_blocks
+
+
+def test_block_size_counts_thread_calls_one_at_a_time():
+    # A 50-tree forest: 9 ms a call, 3.6 µs a row, 2,000,000 rows on two workers.
+    args = (2_000_000, 160, 2, 2**30, 3.6e-6, 9e-3)
+    overlapping = _plan.choose_block_size(*args)
+    one_at_a_time = _plan.choose_block_size(*args, calls_overlap=False)
+    # sqrt(2 * W * c / 2) = 0.25 s, against sqrt(2 * W * c) = 0.36 s a block.
+    assert 60_000 <= overlapping <= 72_000
+    assert 95_000 <= one_at_a_time <= 105_000

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import pickle
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
-from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.base import BaseEstimator, RegressorMixin, clone, is_classifier, is_regressor
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.exceptions import NotFittedError
@@ -310,3 +312,102 @@ def test_plan_and_run_logged(classification, caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert any("backend=threading workers=2 block_size=50" in m for m in messages), messages
     assert any(m.startswith("predict: 300 rows in") for m in messages), messages
+
+
+# The direct path of small inputs ---------------------------------------------------
+
+
+class RecordsCalls(RegressorMixin, BaseEstimator):
+    """Predicts the first column and records the rows of each call."""
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = X.shape[1]
+        self.calls_ = []
+        return self
+
+    def predict(self, X):
+        self.calls_.append(len(X))
+        return np.asarray(X)[:, 0].copy()
+
+
+def test_changed_knobs_end_the_direct_path():
+    X = np.arange(20.0).reshape(10, 2)
+    wrapper = ParallelPostFit(RecordsCalls(), n_jobs=1).fit(X)
+    calls = wrapper.estimator_.calls_
+    wrapper.predict(X)
+    assert calls == [10]
+
+    wrapper.set_params(block_size=3)
+    np.testing.assert_array_equal(wrapper.predict(X), X[:, 0])
+    assert calls[1:] == [3, 3, 3, 1]
+
+    wrapper.block_size = 4
+    wrapper.predict(X)
+    assert calls[5:] == [4, 4, 2]
+
+    wrapper.block_size = "auto"
+    wrapper.predict(X)
+    wrapper.predict(X)
+    assert calls[8:] == [10, 10]
+
+
+def test_refit_ends_the_direct_path():
+    X = np.arange(20.0).reshape(10, 2)
+    wrapper = ParallelPostFit(RecordsCalls()).fit(X)
+    first = wrapper.estimator_
+    wrapper.predict(X)
+    X3 = np.arange(30.0).reshape(10, 3)
+    wrapper.fit(X3)
+    assert wrapper.estimator_ is not first
+    np.testing.assert_array_equal(wrapper.predict(X3), X3[:, 0])
+    assert first.calls_ == [10]
+    assert wrapper.estimator_.calls_ == [10]
+    with pytest.raises(ValueError, match="X has 2 features, but .* is expecting 3"):
+        wrapper.predict(X)
+
+
+def test_deleted_estimator_ends_the_direct_path(classification):
+    X, y = classification
+    wrapper = ParallelPostFit(LogisticRegression()).fit(X, y)
+    wrapper.predict(X[:5])
+    del wrapper.estimator_
+    with pytest.raises(NotFittedError):
+        wrapper.predict(X[:5])
+
+
+def test_estimator_refitted_in_place_is_checked_again(regression):
+    X, y = regression
+    model = LinearRegression().fit(X[:, :3], y)
+    wrapper = ParallelPostFit(model)
+    np.testing.assert_allclose(wrapper.predict(X[:20, :3]), model.predict(X[:20, :3]), rtol=1e-12)
+
+    model.fit(X[:, :5], y)
+    with pytest.raises(ValueError, match="X has 3 features, but .* is expecting 5"):
+        wrapper.predict(X[:20, :3])
+    np.testing.assert_allclose(wrapper.predict(X[:20, :5]), model.predict(X[:20, :5]), rtol=1e-12)
+
+    # Fitted again in place on a frame: positional rows now get one warning,
+    # as the plain estimator gives, and the same values.
+    frame = pd.DataFrame(X[:, :5], columns=[f"f{i}" for i in range(5)])
+    model.fit(frame, y)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = wrapper.predict(X[:20, :5])
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 1, messages
+    assert "does not have valid feature names" in messages[0]
+    np.testing.assert_allclose(got, model.predict(frame[:20]), rtol=1e-12)
+
+
+def test_unpickled_wrapper_scores_with_its_own_estimator(classification):
+    X, y = classification
+    wrapper = ParallelPostFit(LogisticRegression()).fit(X, y)
+    wrapper.predict_proba(X[:5])
+    restored = pickle.loads(pickle.dumps(wrapper))
+    restored.estimator_.coef_[:] = 0.0
+    restored.estimator_.intercept_[:] = 0.0
+    np.testing.assert_allclose(restored.predict_proba(X[:5]), 0.5, rtol=1e-12)
+    np.testing.assert_allclose(
+        wrapper.predict_proba(X[:5]), wrapper.estimator_.predict_proba(X[:5]), rtol=1e-12
+    )
+    assert wrapper.estimator_.coef_.any()

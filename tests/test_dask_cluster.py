@@ -6,6 +6,7 @@ network namespace that contains nothing but loopback (see ``conftest.py``).
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -34,6 +35,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from postfit import ParallelPostFit
+from postfit.backends import dask as dask_backend
 from postfit.exceptions import WorkerCrashedError
 
 pytestmark = pytest.mark.cluster
@@ -133,6 +135,33 @@ def test_worker_imports_leave_no_tasks(dask_client):  # noqa: F811
     while dask_client.run_on_scheduler(import_tasks) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert dask_client.run_on_scheduler(import_tasks) == []
+
+
+@pytest.mark.parametrize(("kind", "module"), [("array", "dask.array"), ("frame", "dask.dataframe")])
+def test_workers_import_collection_module(dask_client, monkeypatch, kind, module):  # noqa: F811
+    X, y = _iris()
+    # A model no earlier test scattered, so that this call sends it.
+    estimator = LogisticRegression(C=0.37 if kind == "array" else 0.41, max_iter=1000).fit(X, y)
+    imported = []
+    original = dask_backend._warm_up
+
+    def recording_warm_up(client, address, key, func, argument):
+        if func is importlib.import_module:
+            imported.append((address, argument))
+        return original(client, address, key, func, argument)
+
+    monkeypatch.setattr(dask_backend, "_warm_up", recording_warm_up)
+    if kind == "array":
+        lazy_input = da.from_array(X, chunks=(50, 4))
+    else:
+        lazy_input = dd.from_pandas(pd.DataFrame(X), npartitions=3)
+    with dask_client.as_current():
+        out = ParallelPostFit(estimator).predict(lazy_input).compute()
+
+    np.testing.assert_array_equal(np.asarray(out), estimator.predict(X))
+    workers = set(dask_client.nthreads())
+    assert {address for address, name in imported if name == module} == workers
+    assert {address for address, name in imported if name == "postfit._dask_tasks"} == workers
 
 
 @pytest.mark.parametrize("kind", ["array", "frame"])

@@ -299,3 +299,26 @@ def test_collector_keeps_single_block_output_without_copy():
     collector = OutputCollector(4)
     collector.add(0, 0, 4, out)
     assert collector.result() is out
+
+
+@pytest.mark.parametrize("size", [0, 1, 2 * _kernel.TOKEN_SEGMENT_BYTES, 5 * 2**23 + 3])
+def test_content_token_sees_every_byte(size):
+    payload = bytearray(random.Random(size).randbytes(size))
+    token = _kernel.content_token(payload)
+    assert token == _kernel.content_token(bytes(payload))
+    assert token == _kernel.content_token(memoryview(payload))
+    for position in {0, size // 2, _kernel.TOKEN_SEGMENT_BYTES, size - 1}:
+        if 0 <= position < size:
+            changed = bytearray(payload)
+            changed[position] ^= 1
+            assert _kernel.content_token(changed) != token, position
+    assert _kernel.content_token(payload + b"\0") != token
+
+
+def test_content_token_ignores_thread_count(monkeypatch):
+    payload = random.Random(0).randbytes(3 * _kernel.TOKEN_SEGMENT_BYTES)
+    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 1)
+    one_thread = _kernel.content_token(payload)
+    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 2)
+    assert _kernel.content_token(payload) == one_thread
+    assert _kernel.content_token(payload) == _kernel.content_token(bytearray(payload))

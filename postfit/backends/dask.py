@@ -246,7 +246,7 @@ def _kept_model(client, token):
     return future
 
 
-def scatter_model(client, estimator):
+def scatter_model(client, estimator, extra_modules=()):
     """Send ``estimator`` once to every worker of ``client`` and return its future.
 
     The model travels pickled (``postfit._kernel.pickle_model``). Before it
@@ -255,7 +255,7 @@ def scatter_model(client, estimator):
     unpickles it into the worker's cache while the graph and the rows
     travel, so that the first block on each worker finds the model loaded.
     When the cluster still has the same pickled model from an earlier call,
-    nothing is sent.
+    nothing is sent. Each worker imports ``extra_modules`` as well.
     """
     from .. import _dask_tasks
 
@@ -269,7 +269,7 @@ def scatter_model(client, estimator):
     run_id = uuid.uuid4().hex[:12]
     addresses = list(client.nthreads())
     # postfit's own task functions come first: the scoring tasks need them.
-    modules = ["postfit._dask_tasks", *estimator_modules(estimator)]
+    modules = ["postfit._dask_tasks", *estimator_modules(estimator), *extra_modules]
     for number, address in enumerate(addresses):
         for name in modules:
             # importlib's own function, because a worker imports a task's

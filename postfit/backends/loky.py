@@ -20,7 +20,6 @@ AttributeError on ``_temp_folder_manager`` after another user replaced it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import mmap
 import os
@@ -35,7 +34,7 @@ import numpy as np
 from joblib.externals.loky import ProcessPoolExecutor
 
 from .._errors import interrupt_behind
-from .._kernel import ModelRef
+from .._kernel import ModelRef, content_token
 from ..exceptions import WorkerCrashedError
 from ._base import Backend, InputSlicer
 from .threading import bounded_imap
@@ -259,7 +258,7 @@ class LokyBackend(Backend):
     @contextlib.contextmanager
     def ship_model(self, estimator):
         payload = cloudpickle.dumps(estimator, protocol=5)
-        token = hashlib.blake2b(payload, digest_size=16).hexdigest()
+        token = content_token(payload)
         path = os.path.join(self._temp(), f"model-{token}.pkl")
         with open(_create_private(path), "wb") as f:
             f.write(payload)

@@ -26,7 +26,6 @@ read the input.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import pickle
 import warnings
@@ -45,7 +44,14 @@ from ray.util.annotations import RayDeprecationWarning
 
 from .._blocks import EmptyOutput, OutputCollector, n_rows, output_rows
 from .._errors import add_note, attach_block
-from .._kernel import ModelRef, _caller_config, call_method, limit_threads, resolve_model
+from .._kernel import (
+    ModelRef,
+    _caller_config,
+    call_method,
+    content_token,
+    limit_threads,
+    resolve_model,
+)
 from .._meta import meta_from_attributes, normalize_user_meta
 from ..exceptions import BlockError, WorkerCrashedError
 from ._base import Backend, InputSlicer, effective_n_workers, submit_until_full
@@ -114,7 +120,7 @@ def put_model(estimator) -> RayModelRef:
     the plan of a Dataset returned to the user.
     """
     payload = cloudpickle.dumps(estimator, protocol=5)
-    token = hashlib.blake2b(payload, digest_size=16).hexdigest()
+    token = content_token(payload)
     handle = ray.put(np.frombuffer(payload, dtype=np.uint8))
     del payload
     logger.debug("model put in the Ray object store as %s (token %s)", handle.hex(), token)

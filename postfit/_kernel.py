@@ -59,36 +59,89 @@ PICKLED_MODELS_KEPT = 2
 _PICKLED_CACHE: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
 
-def pickle_model(estimator) -> tuple:
+def pickle_model(estimator, token=None) -> tuple:
     """Return ``estimator`` pickled, as a tuple that a worker unpickles once per process.
 
     A tuple of a string and bytes needs no import to arrive, so a worker
     receives it at once. Scattering the estimator instead made each fresh
     worker import scikit-learn (about 1.2 s here) in the event loop that
-    receives data, which held up everything else sent to it.
+    receives data, which held up everything else sent to it. ``token`` is
+    ``model_token(estimator)``, computed here when not given.
     """
-    payload = cloudpickle.dumps(estimator, protocol=5)
-    return (PICKLED_MODEL_MARK, content_token(payload), payload)
+    if token is None:
+        token = model_token(estimator)
+    return (PICKLED_MODEL_MARK, token, cloudpickle.dumps(estimator, protocol=5))
 
 
-#: Payloads larger than this are hashed in segments of this size, on threads.
+def model_token(estimator) -> str:
+    """Return a token of ``estimator``'s pickled state, without copying its arrays.
+
+    The estimator is pickled with out-of-band buffers (pickle protocol 5),
+    so that its arrays are hashed where they are rather than copied into one
+    payload first. For an 80 MiB forest, that took 45 ms here, where pickling
+    and hashing the payload took 90 ms. Equal tokens mean equal pickles. A
+    copy of the estimator can pickle to other bytes (pickle records which
+    objects are shared), so it may get another token and be sent again.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LinearRegression
+    >>> model = LinearRegression().fit(np.eye(3), [1.0, 2.0, 3.0])
+    >>> before = model_token(model)
+    >>> model_token(model) == before
+    True
+    >>> model.coef_[0] += 1.0
+    >>> model_token(model) == before
+    False
+    """
+    buffers = []
+    header = cloudpickle.dumps(estimator, protocol=5, buffer_callback=buffers.append)
+    return content_token(header, *(buffer.raw() for buffer in buffers))
+
+
+#: Parts larger than this are hashed in segments of this size, on threads.
 TOKEN_SEGMENT_BYTES = 8 * 2**20
 #: Maximum number of threads that hash one payload.
 TOKEN_MAX_THREADS = 4
 
 
-def _segment_digest(segment) -> bytes:
-    return hashlib.blake2b(segment, digest_size=32).digest()
+def _segments(views):
+    """Return the views cut and grouped into segments of about ``TOKEN_SEGMENT_BYTES``.
+
+    The grouping depends only on the sizes of the views, never on the
+    number of threads.
+    """
+    segments, current, current_bytes = [], [], 0
+    for view in views:
+        for start in range(0, max(len(view), 1), TOKEN_SEGMENT_BYTES):
+            piece = view[start : start + TOKEN_SEGMENT_BYTES]
+            current.append(piece)
+            current_bytes += len(piece)
+            if current_bytes >= TOKEN_SEGMENT_BYTES:
+                segments.append(current)
+                current, current_bytes = [], 0
+    if current:
+        segments.append(current)
+    return segments
 
 
-def content_token(payload) -> str:
-    """Return a 128-bit BLAKE2b token of the bytes ``payload``, such as a pickled model.
+def _segment_digest(pieces) -> bytes:
+    digest = hashlib.blake2b(digest_size=32)
+    for piece in pieces:
+        digest.update(len(piece).to_bytes(8, "little"))
+        digest.update(piece)
+    return digest.digest()
 
-    hashlib releases the GIL while it hashes, so a payload above two
-    segments is hashed in ``TOKEN_SEGMENT_BYTES`` segments on threads, and
-    the token hashes their digests with the payload's length. An 80 MiB
-    forest took 79 ms on one thread here, 42 ms on two. The token does not
-    depend on the number of threads.
+
+def content_token(*parts) -> str:
+    """Return a 128-bit BLAKE2b token of the bytes-like ``parts``, such as a pickled model.
+
+    Each part is hashed with its length, so that parts cannot run into one
+    another. hashlib releases the GIL while it hashes, so parts larger than
+    two segments in all are hashed in segments of ``TOKEN_SEGMENT_BYTES``
+    on threads: an 80 MiB forest took 79 ms on one thread here, 42 ms on
+    two. The token does not depend on the number of threads.
 
     Examples
     --------
@@ -98,20 +151,19 @@ def content_token(payload) -> str:
     True
     >>> content_token(bytes(2**25)) == content_token(bytes(2**25 - 1) + b"x")
     False
+    >>> content_token(b"ab", b"c") == content_token(b"a", b"bc")
+    False
     """
-    view = memoryview(payload).cast("B")
-    size = len(view)
-    if size <= 2 * TOKEN_SEGMENT_BYTES:
-        return hashlib.blake2b(view, digest_size=16).hexdigest()
-    segments = [view[i : i + TOKEN_SEGMENT_BYTES] for i in range(0, size, TOKEN_SEGMENT_BYTES)]
-    threads = min(TOKEN_MAX_THREADS, os.cpu_count() or 1)
-    if threads < 2:
+    views = [memoryview(part).cast("B") for part in parts]
+    segments = _segments(views)
+    threads = min(TOKEN_MAX_THREADS, os.cpu_count() or 1, len(segments))
+    if len(segments) <= 2 or threads < 2:
         digests = [_segment_digest(segment) for segment in segments]
     else:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             digests = list(pool.map(_segment_digest, segments))
     combined = hashlib.blake2b(digest_size=16, person=b"postfit-segments")
-    combined.update(size.to_bytes(8, "little"))
+    combined.update(len(views).to_bytes(8, "little"))
     for digest in digests:
         combined.update(digest)
     return combined.hexdigest()

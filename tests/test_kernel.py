@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import threading
 import time
@@ -322,3 +323,48 @@ def test_content_token_ignores_thread_count(monkeypatch):
     monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 2)
     assert _kernel.content_token(payload) == one_thread
     assert _kernel.content_token(payload) == _kernel.content_token(bytearray(payload))
+
+
+def test_content_token_keeps_parts_apart():
+    assert _kernel.content_token(b"ab", b"c") != _kernel.content_token(b"a", b"bc")
+    assert _kernel.content_token(b"abc") != _kernel.content_token(b"abc", b"")
+    assert _kernel.content_token(b"abc", b"") == _kernel.content_token(bytearray(b"abc"), b"")
+
+
+class HoldsArray(RegressorMixin, BaseEstimator):
+    """An estimator whose fitted state is one large array."""
+
+    def fit(self, X, y=None):
+        self.weights_ = np.arange(3 * _kernel.TOKEN_SEGMENT_BYTES // 8, dtype=np.float64)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_model_token_follows_fitted_state(order):
+    model = HoldsArray().fit(np.zeros((2, 2)))
+    model.weights_ = np.asarray(model.weights_.reshape(-1, 4), order=order)
+    token = _kernel.model_token(model)
+    assert token == _kernel.model_token(model)
+    assert len(token) == 32
+
+    model.weights_[len(model.weights_) // 2, 1] += 1.0
+    changed = _kernel.model_token(model)
+    assert changed != token
+    model.weights_[len(model.weights_) // 2, 1] -= 1.0
+    assert _kernel.model_token(model) == token
+
+    # A strided view pickles in-band, and its values still count.
+    model.weights_ = model.weights_[::2]
+    strided = _kernel.model_token(model)
+    assert strided != token
+    model.weights_[0, 0] = -1.0
+    assert _kernel.model_token(model) != strided
+
+
+def test_pickle_model_carries_model_token():
+    model = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
+    mark, token, payload = pickle_model(model)
+    assert mark == _kernel.PICKLED_MODEL_MARK
+    assert token == _kernel.model_token(model)
+    np.testing.assert_array_equal(pickle.loads(payload).coef_, model.coef_)

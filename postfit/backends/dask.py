@@ -32,7 +32,7 @@ from functools import partial
 import distributed
 
 from .._errors import attach_block
-from .._kernel import Block, pickle_model
+from .._kernel import Block, model_token, pickle_model
 from .._malloc import block_heap
 from ..exceptions import WorkerCrashedError
 from ._base import Backend, submit_until_full
@@ -259,8 +259,7 @@ def scatter_model(client, estimator, extra_modules=()):
     """
     from .. import _dask_tasks
 
-    pickled = pickle_model(estimator)
-    token = pickled[1]
+    token = model_token(estimator)
     reused = _kept_model(client, token)
     if reused is not None:
         logger.debug("dask backend: the cluster has the model already (%s)", reused.key)
@@ -279,7 +278,9 @@ def scatter_model(client, estimator, extra_modules=()):
             _warm_up(client, address, key, importlib.import_module, name)
     # A list of one item, because scatter takes a bare tuple as items to
     # scatter one by one. hash=False skips hashing the payload once more.
+    pickled = pickle_model(estimator, token)
     future = client.scatter([pickled], broadcast=True, hash=False)[0]
+    del pickled
     for number, address in enumerate(addresses):
         key = f"postfit-load-{run_id}-{number}"
         _warm_up(client, address, key, _dask_tasks.load_model, future)

@@ -86,6 +86,17 @@ def sliceable_rows(X):
     return X
 
 
+def check_not_single_value(X) -> None:
+    """Raise a ValueError for a 0-d array or NumPy scalar, which has no rows."""
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) == 0:
+        raise ValueError(
+            f"Expected an array-like input with rows, got a 0-d {type(X).__name__} "
+            f"(a single value, {X!r}). Pass a 2-D array of shape (n_samples, n_features), "
+            "for example X.reshape(1, -1) for one sample."
+        )
+
+
 def n_rows(X) -> int:
     """Return the number of rows (samples) of an in-memory input."""
     if type(X) is np.ndarray and X.ndim > 0:
@@ -94,8 +105,9 @@ def n_rows(X) -> int:
         return len(X)
     if is_arrow_table(X):
         return X.num_rows
+    check_not_single_value(X)
     shape = getattr(X, "shape", None)
-    if shape is None or len(shape) == 0:
+    if shape is None:
         raise TypeError(
             f"Expected an array-like input with rows, got {type(X).__name__}. "
             "Pass a NumPy array, a pandas or polars frame, a pyarrow Table, "

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._blocks import column_names, is_arrow_table, is_polars
+from ._blocks import check_not_single_value, column_names, is_arrow_table, is_polars
 from .exceptions import ColumnOrderWarning
 
 __all__ = ["check_input_features"]
@@ -112,6 +112,7 @@ def check_input_features(estimator, X):
             f"X has {X.ndim} dimensions (shape {X.shape}), but estimators take 2-D input "
             "(rows, features). Reshape it, for example X.reshape(len(X), -1)."
         )
+    check_not_single_value(X)
     fitted_names = getattr(estimator, "feature_names_in_", None)
     names = column_names(X)
     owner = type(estimator).__name__

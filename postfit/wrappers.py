@@ -494,6 +494,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         if (
             direct is not None
             and type(X) is np.ndarray
+            and X.ndim
             and X.shape[0] <= _plan.DIRECT_MAX_ROWS
             and execute is not False
             and not kwargs

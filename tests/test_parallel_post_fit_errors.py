@@ -110,6 +110,19 @@ def test_three_dimensional_input(no_work):
         ParallelPostFit(estimator).predict(X)
 
 
+@pytest.mark.parametrize("value", [np.array(5.0), np.float64(5.0)])
+@pytest.mark.parametrize("fitted_by", ["wrapper", "user"])
+def test_single_value_input(no_work, value, fitted_by):
+    X, y = np.eye(6)[:4], [0, 1, 0, 1]
+    if fitted_by == "wrapper":
+        wrapper = ParallelPostFit(LogisticRegression()).fit(X, y)
+    else:
+        wrapper = ParallelPostFit(LogisticRegression().fit(X, y))
+    wrapper.predict(X)
+    with pytest.raises(ValueError, match=r"got a 0-d .*reshape\(1, -1\)"):
+        wrapper.predict(value)
+
+
 def test_unfitted_use(no_work):
     wrapper = ParallelPostFit(LogisticRegression())
     with pytest.raises(NotFittedError, match="Call fit"):

@@ -178,8 +178,11 @@ def _is_multi_part(out) -> bool:
     return isinstance(out, list) and len(out) > 0 and not np.isscalar(out[0])
 
 
-def output_rows(out) -> int:
-    """Return the number of rows of one method output (a list or tuple counts its first part)."""
+def output_rows(out) -> int | None:
+    """Return the number of rows of one method output (a list or tuple counts its first part).
+
+    Returns None for an output without rows, such as a scalar or None.
+    """
     if type(out) is np.ndarray and out.ndim > 0:
         return out.shape[0]
     if _is_multi_part(out):
@@ -188,7 +191,17 @@ def output_rows(out) -> int:
         return len(out)
     if is_arrow_table(out):
         return out.num_rows
-    return int(out.shape[0])
+    shape = getattr(out, "shape", None)
+    if not shape:
+        return None
+    return int(shape[0])
+
+
+def describe_returned(out, returned) -> str:
+    """Return ``"N rows"``, or what ``out`` is when it has no rows, for error messages."""
+    if returned is not None:
+        return f"{returned} rows"
+    return f"a {type(out).__name__} without rows"
 
 
 def empty_like(out):

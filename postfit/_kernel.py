@@ -23,7 +23,7 @@ import cloudpickle
 import numpy as np
 import scipy.sparse as sp
 
-from ._blocks import EmptyOutput, n_rows, output_rows
+from ._blocks import EmptyOutput, describe_returned, n_rows, output_rows
 from .exceptions import BlockError
 
 __all__ = ["Block", "ModelRef", "pickle_model", "resolve_model", "run_block"]
@@ -163,7 +163,10 @@ def content_token(*parts) -> str:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             digests = list(pool.map(_segment_digest, segments))
     combined = hashlib.blake2b(digest_size=16, person=b"postfit-segments")
+    # The length of every part, since segments can span the end of one part.
     combined.update(len(views).to_bytes(8, "little"))
+    for view in views:
+        combined.update(len(view).to_bytes(8, "little"))
     for digest in digests:
         combined.update(digest)
     return combined.hexdigest()
@@ -356,7 +359,7 @@ def run_block(
     returned = rows if callable(method) else output_rows(out)
     if returned != rows:
         raise BlockError(
-            f"{type(estimator).__name__}.{method} returned {returned} rows for "
+            f"{type(estimator).__name__}.{method} returned {describe_returned(out, returned)} for "
             f"{block.describe()}, which has {rows} rows. postfit needs a row-wise "
             "method: one output row per input row."
         )

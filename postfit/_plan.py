@@ -217,8 +217,9 @@ def choose_block_size(
     calls against the wait for the last block (when measured; see below),
     ``MAX_BLOCK_BYTES`` of input, the memory budget shared by the blocks in
     flight, and ``MIN_BLOCKS_PER_WORKER`` blocks per worker. The rows are
-    then cut into equal blocks, a multiple of ``n_workers`` of them, so that
-    the workers finish together.
+    then cut into equal blocks, a multiple of ``n_workers`` of them where
+    the rows allow (9 rows in 6 blocks are 5 blocks of 2), so that the
+    workers finish together.
 
     With ``W`` seconds of work, a fixed cost ``c`` per call and ``w``
     workers, blocks of ``b`` seconds cost ``W * c / (b * w)`` in calls and
@@ -246,9 +247,12 @@ def choose_block_size(
         target = max(TARGET_BLOCK_SECONDS, balanced)
         limits.append(int(target / seconds_per_row))
     size = max(1, min(limits))
+    n_blocks = -(-n_rows // size)
     # Blocks may come out up to 1% larger than the limits, so that a limit
     # just below n_rows / k makes k blocks rather than k + 1.
-    n_blocks = max(1, math.ceil(0.99 * n_rows / size))
+    fewer = max(1, math.ceil(0.99 * n_rows / size))
+    if -(-n_rows // fewer) <= 1.01 * size:
+        n_blocks = fewer
     if n_blocks > 1:
         n_blocks = -(-n_blocks // n_workers) * n_workers
         size = max(1, -(-n_rows // n_blocks))

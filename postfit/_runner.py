@@ -21,7 +21,15 @@ import joblib
 import sklearn
 
 from . import _plan, _timings
-from ._blocks import OutputCollector, has_index, n_rows, output_rows, sliceable_rows, take_rows
+from ._blocks import (
+    OutputCollector,
+    describe_returned,
+    has_index,
+    n_rows,
+    output_rows,
+    sliceable_rows,
+    take_rows,
+)
 from ._errors import attach_block
 from ._kernel import Block, call_method, limit_threads, restore_feature_names, run_block
 from .backends import effective_n_workers, get_backend
@@ -499,7 +507,7 @@ def check_direct_rows(estimator, method, out, rows):
     if returned != rows:
         block = Block(0, 0, rows, None)
         raise BlockError(
-            f"{type(estimator).__name__}.{method} returned {returned} rows for "
+            f"{type(estimator).__name__}.{method} returned {describe_returned(out, returned)} for "
             f"{block.describe()}, which has {rows} rows. postfit needs a row-wise "
             "method: one output row per input row."
         )

@@ -6,6 +6,7 @@ import copy
 import functools
 import inspect
 import logging
+import threading
 from types import MethodType
 
 import numpy as np
@@ -41,6 +42,10 @@ def _is_fitted(estimator) -> bool:
     except (NotFittedError, TypeError):
         return False
     return True
+
+
+#: Lock between the wrapper's attribute changes and the stores of its direct-path estimator.
+_DIRECT_LOCK = threading.Lock()
 
 
 class _DelegatedMethod:
@@ -462,12 +467,14 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
     def __setattr__(self, name, value):
         # Any change of a parameter or of the fitted estimator ends the
         # direct path that the knobs allowed; the next call checks anew.
-        self.__dict__.pop("_direct", None)
-        super().__setattr__(name, value)
+        with _DIRECT_LOCK:
+            self.__dict__.pop("_direct", None)
+            super().__setattr__(name, value)
 
     def __delattr__(self, name):
-        self.__dict__.pop("_direct", None)
-        super().__delattr__(name)
+        with _DIRECT_LOCK:
+            self.__dict__.pop("_direct", None)
+            super().__delattr__(name)
 
     def _allow_direct(self, estimator, options):
         """Let small NumPy inputs go straight to ``estimator`` until an attribute changes.
@@ -485,7 +492,19 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             and _plan.is_auto_budget(options.memory_budget)
             and self.backend_options is None
         )
-        if direct:
+        if not direct:
+            return
+        with _DIRECT_LOCK:
+            # Another thread may have replaced the estimator or a knob since
+            # this call read them, and __setattr__ then ran before this store.
+            cached = self.__dict__.get("_options_cache")
+            if cached is None or cached[1] is not options:
+                return
+            knobs = (self.backend, self.n_jobs, self.block_size, self.memory_budget, self.progress)
+            if any(now is not then for now, then in zip(knobs, cached[0], strict=True)):
+                return
+            if self._inner_estimator() is not estimator or self.backend_options is not None:
+                return
             self.__dict__["_direct"] = estimator
 
     def _post_fit(self, method, X, execute=None, kwargs=None, **route_options):

@@ -691,3 +691,13 @@ def test_block_size_counts_thread_calls_one_at_a_time():
     # sqrt(2 * W * c / 2) = 0.25 s, against sqrt(2 * W * c) = 0.36 s a block.
     assert 60_000 <= overlapping <= 72_000
     assert 95_000 <= one_at_a_time <= 105_000
+
+
+@pytest.mark.parametrize("n_rows", [1, 2, 99, 100, 101, 150, 199, 4_097, 10**6])
+@pytest.mark.parametrize("n_workers", [1, 2, 4])
+@pytest.mark.parametrize("row_nbytes", [8, 160, 2**20, 32 * 2**20])
+def test_block_size_stays_within_limits(n_rows, n_workers, row_nbytes):
+    size = _plan.choose_block_size(n_rows, row_nbytes, n_workers, 2**28)
+    limit = max(1, _plan.MAX_BLOCK_BYTES // row_nbytes)
+    assert size <= 1.01 * limit
+    assert size * -(-n_rows // size) >= n_rows

@@ -327,6 +327,11 @@ def test_content_token_ignores_thread_count(monkeypatch):
 
 def test_content_token_keeps_parts_apart():
     assert _kernel.content_token(b"ab", b"c") != _kernel.content_token(b"a", b"bc")
+    # Segments of parts larger than a segment, cut where one part ends.
+    segment = bytes(_kernel.TOKEN_SEGMENT_BYTES)
+    first = _kernel.content_token(segment + segment, b"tail")
+    assert first != _kernel.content_token(segment, segment + b"tail")
+    assert first != _kernel.content_token(segment, segment, b"tail")
     assert _kernel.content_token(b"abc") != _kernel.content_token(b"abc", b"")
     assert _kernel.content_token(b"abc", b"") == _kernel.content_token(bytearray(b"abc"), b"")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 import warnings
 
 import numpy as np
@@ -411,3 +412,49 @@ def test_unpickled_wrapper_scores_with_its_own_estimator(classification):
         wrapper.predict_proba(X[:5]), wrapper.estimator_.predict_proba(X[:5]), rtol=1e-12
     )
     assert wrapper.estimator_.coef_.any()
+
+
+class PausesInCheck(RegressorMixin, BaseEstimator):
+    """Predicts its label; reading n_features_in_ can pause until another thread acts."""
+
+    def __init__(self, label=0):
+        self.label = label
+
+    def fit(self, X, y=None):
+        self.width_ = X.shape[1]
+        self.checking = threading.Event()
+        self.resume = threading.Event()
+        self.pause = False
+        return self
+
+    @property
+    def n_features_in_(self):
+        if self.pause:
+            self.pause = False
+            self.checking.set()
+            self.resume.wait(10)
+        return self.width_
+
+    def predict(self, X):
+        return np.full(len(X), float(self.label))
+
+
+@pytest.mark.parametrize("change", ["refit", "new estimator"])
+def test_change_during_first_call_is_not_undone(change):
+    X = np.zeros((10, 3))
+    old = PausesInCheck(label=0).fit(X)
+    wrapper = ParallelPostFit(old)
+    old.pause = True
+    first = threading.Thread(target=wrapper.predict, args=(X,))
+    first.start()
+    assert old.checking.wait(10)
+    # The first call has read the estimator and is checking X against it.
+    if change == "refit":
+        wrapper.set_params(estimator=PausesInCheck(label=1)).fit(X)
+    else:
+        wrapper.estimator = PausesInCheck(label=1).fit(X)
+    old.resume.set()
+    first.join(10)
+    assert not first.is_alive()
+    np.testing.assert_array_equal(wrapper.predict(X[:3]), [1.0, 1.0, 1.0])
+    assert wrapper.__dict__.get("_direct") in (None, wrapper._inner_estimator())

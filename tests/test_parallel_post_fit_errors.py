@@ -236,6 +236,33 @@ def test_block_with_wrong_row_count(backend):
         wrapper.predict(X)
 
 
+class ReturnsNoRows(ClassifierMixin, BaseEstimator):
+    """Returns a scalar from predict and None from predict_proba."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = np.shape(X)[1]
+        return self
+
+    def predict(self, X):
+        return np.float64(0.5)
+
+    def predict_proba(self, X):
+        return None
+
+
+@pytest.mark.parametrize("backend", ["auto", "sequential", "threading", "loky"])
+@pytest.mark.parametrize(
+    ("method", "kind"), [("predict", "float64"), ("predict_proba", "NoneType")]
+)
+def test_output_without_rows(backend, method, kind):
+    X = np.zeros((50, 2))
+    wrapper = ParallelPostFit(ReturnsNoRows().fit(X, [0, 1] * 25), backend=backend)
+    expected = rf"returned a {kind} without rows for block \d+ \(rows \d+ to \d+\), which has"
+    with pytest.raises(BlockError, match=expected):
+        getattr(wrapper, method)(X)
+
+
 @pytest.mark.parametrize("backend", ["sequential", "threading", "loky", "auto"])
 def test_estimator_error_keeps_type_and_names_block(backend):
     X = np.zeros((100, 2))

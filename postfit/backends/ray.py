@@ -42,7 +42,7 @@ import scipy.sparse as sp
 import sklearn
 from ray.util.annotations import RayDeprecationWarning
 
-from .._blocks import EmptyOutput, OutputCollector, n_rows, output_rows
+from .._blocks import EmptyOutput, OutputCollector, describe_returned, n_rows, output_rows
 from .._errors import add_note, attach_block
 from .._kernel import (
     ModelRef,
@@ -381,7 +381,8 @@ def _score_rows(estimator, rows, n, args):
     returned = output_rows(out)
     if returned != n:
         raise BlockError(
-            f"{type(estimator).__name__}.{args.method} returned {returned} rows for a "
+            f"{type(estimator).__name__}.{args.method} returned "
+            f"{describe_returned(out, returned)} for a "
             f"batch of {n} rows of a Ray Dataset. postfit needs a row-wise method: one "
             "output row per input row."
         )

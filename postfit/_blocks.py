@@ -87,13 +87,13 @@ def sliceable_rows(X):
 
 
 def check_not_single_value(X) -> None:
-    """Raise a ValueError for a 0-d array or NumPy scalar, which has no rows."""
+    """Raise a ValueError for a 0-d array or a scalar, which has no rows, as scikit-learn does."""
     shape = getattr(X, "shape", None)
-    if shape is not None and len(shape) == 0:
+    if np.isscalar(X) or (shape is not None and len(shape) == 0):
         raise ValueError(
-            f"Expected an array-like input with rows, got a 0-d {type(X).__name__} "
-            f"(a single value, {X!r}). Pass a 2-D array of shape (n_samples, n_features), "
-            "for example X.reshape(1, -1) for one sample."
+            f"Expected an array-like input with rows, got a single value of type "
+            f"{type(X).__name__} ({X!r}). Pass a 2-D array of shape (n_samples, n_features), "
+            "for example np.reshape(X, (1, -1)) for one sample."
         )
 
 

@@ -119,7 +119,7 @@ def test_single_value_input(no_work, value, fitted_by):
     else:
         wrapper = ParallelPostFit(LogisticRegression().fit(X, y))
     wrapper.predict(X)
-    with pytest.raises(ValueError, match=r"got a 0-d .*reshape\(1, -1\)"):
+    with pytest.raises(ValueError, match=r"got a single value .*reshape\(X, \(1, -1\)\)"):
         wrapper.predict(value)
 
 

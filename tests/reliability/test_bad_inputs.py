@@ -262,8 +262,20 @@ CASES = [
     Case(
         "scalar_input",
         lambda env: env.on_array().predict(np.float64(1.0)),
-        TypeError,
-        ("float64", "array-like"),
+        ValueError,
+        ("single value", "float64", "(1, -1)"),
+    ),
+    Case(
+        "python_scalar_input",
+        lambda env: env.on_array().predict(1.0),
+        ValueError,
+        ("single value", "float", "(1, -1)"),
+    ),
+    Case(
+        "string_input",
+        lambda env: env.on_array().predict("sepal_length"),
+        ValueError,
+        ("single value", "str"),
     ),
     Case(
         "empty_array",

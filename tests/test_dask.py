@@ -618,3 +618,76 @@ def test_sparse_output_rejected_for_frame():
 
     with pytest.raises(TypeError, match="returns a sparse matrix"):
         ParallelPostFit(encoder).transform(dd.from_pandas(frame, npartitions=3))
+
+
+# Sending data straight to the workers ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        ("tcp://127.0.0.1:8786", True),
+        ("tcp://127.0.0.2:8786", True),
+        ("tls://localhost:8786", True),
+        ("tcp://[::1]:8786", True),
+        ("inproc://127.0.0.1/1984/4", True),
+        ("tcp://10.0.0.5:8786", False),
+        ("tcp://scheduler.example:8786", False),
+        ("tcp://[2001:db8::1]:8786", False),
+        ("not an address", False),
+    ],
+)
+def test_loopback_addresses(address, local):
+    from postfit.backends import dask as dask_backend
+
+    assert dask_backend._is_loopback(address) is local
+
+
+class FakeClient:
+    """A stand-in for distributed.Client that records its scatter calls."""
+
+    def __init__(self, scheduler="tcp://127.0.0.1:8786", direct_to_workers=None, fails=False):
+        self.scheduler = type("Rpc", (), {"address": scheduler})()
+        self.direct_to_workers = direct_to_workers
+        self.fails = fails
+        self.calls = []
+
+    def scatter(self, data, **options):
+        self.calls.append(options)
+        if options.get("direct") and self.fails:
+            raise OSError("connection refused")
+        return [f"future-{len(self.calls)}" for _ in data]
+
+
+@pytest.mark.parametrize(
+    ("client", "addresses", "direct"),
+    [
+        (FakeClient(), ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"], True),
+        (FakeClient(), ["tcp://127.0.0.1:1", "tcp://10.0.0.5:2"], False),
+        (FakeClient(scheduler="tcp://10.0.0.1:8786"), ["tcp://127.0.0.1:1"], False),
+        (FakeClient(direct_to_workers=False), ["tcp://127.0.0.1:1"], False),
+        (FakeClient(direct_to_workers=True), ["tcp://127.0.0.1:1"], False),
+        (FakeClient(), [], False),
+    ],
+)
+def test_sends_directly_only_to_local_workers(client, addresses, direct):
+    from postfit.backends import dask as dask_backend
+
+    assert dask_backend.sends_directly(client, addresses) is direct
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_scatter_falls_back_to_scheduler(fails):
+    from postfit.backends import dask as dask_backend
+
+    client = FakeClient(fails=fails)
+    futures = dask_backend.scatter(client, ["rows"], True, broadcast=True)
+    assert len(futures) == 1
+    assert client.calls[0] == {"hash": False, "direct": True, "broadcast": True}
+    if fails:
+        assert client.calls[1:] == [{"hash": False, "broadcast": True}]
+    else:
+        assert len(client.calls) == 1
+    client = FakeClient()
+    dask_backend.scatter(client, ["rows"], False)
+    assert client.calls == [{"hash": False}]

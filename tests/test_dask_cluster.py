@@ -416,3 +416,16 @@ def test_closed_client_is_a_clear_error(dask_cluster):  # noqa: F811
         wrapper.predict(X)
     with closed.as_current(), pytest.raises(RuntimeError, match="is closed"):
         ParallelPostFit(estimator).predict(da.from_array(X, chunks=(50, 4)))
+
+
+def test_local_cluster_gets_data_directly(dask_client):  # noqa: F811
+    assert dask_backend.sends_directly(dask_client, list(dask_client.nthreads()))
+    X, y = _iris()
+    estimator = LogisticRegression(C=0.53, max_iter=1000).fit(X, y)
+    wrapper = ParallelPostFit(
+        estimator, backend="dask", backend_options={"client": dask_client}, block_size=40
+    )
+    np.testing.assert_array_equal(wrapper.predict(X), estimator.predict(X))
+    with dask_client.as_current():
+        lazy = ParallelPostFit(estimator).predict_proba(da.from_array(X, chunks=(25, 4)))
+        np.testing.assert_allclose(lazy.compute(), estimator.predict_proba(X), rtol=RTOL)

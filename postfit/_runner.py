@@ -277,10 +277,23 @@ class _InMemoryRun:
             return
 
         speedup = timing.two_thread_speedup
-        if speedup is None:
-            speedup = self.probe_two_threads(overhead, seconds_per_row)
-            measured = dataclasses.replace(timing, two_thread_speedup=speedup)
-            _timings.MEMORY.put(self.estimator, layout, measured)
+        # A low speed-up is measured once more, on the next call, keeping the
+        # higher one: a probe takes tens of milliseconds, and a linear model
+        # measured 0.86 while another library's BLAS threads were still busy
+        # from its last call (1.46 one second later), which then held every
+        # call for five minutes to one thread.
+        recheck = (
+            speedup is not None
+            and timing.speedup_probes < 2
+            and speedup < _plan.THREADS_SCALE_MIN_SPEEDUP
+        )
+        if speedup is None or recheck:
+            measured = self.probe_two_threads(overhead, seconds_per_row)
+            speedup = measured if speedup is None else max(speedup, measured)
+            updated = dataclasses.replace(
+                timing, two_thread_speedup=speedup, speedup_probes=timing.speedup_probes + 1
+            )
+            _timings.MEMORY.put(self.estimator, layout, updated)
             remaining = self.n - self.position
             work = seconds_per_row * remaining
             if remaining == 0:

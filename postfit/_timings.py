@@ -40,6 +40,8 @@ class Timing:
     #: Two threads' speed-up over one; None until a run was large enough to measure it.
     two_thread_speedup: float | None
     taken_at: float
+    #: How many times the speed-up was measured. A low one is measured once more.
+    speedup_probes: int = 0
 
     def single_thread_seconds(self, rows: int) -> float:
         """Return the predicted time of one call on ``rows`` rows on one thread."""

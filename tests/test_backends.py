@@ -701,3 +701,37 @@ def test_block_size_stays_within_limits(n_rows, n_workers, row_nbytes):
     limit = max(1, _plan.MAX_BLOCK_BYTES // row_nbytes)
     assert size <= 1.01 * limit
     assert size * -(-n_rows // size) >= n_rows
+
+
+def test_low_speedup_is_measured_once_more(monkeypatch):
+    # 100,000 rows at 1 µs: 0.1 s of work, too little for processes.
+    measured = iter([0.8, 1.6])
+    probes = []
+    chosen = []
+
+    def fake_probe_one_thread(self):
+        self.score_here(min(self.n, 128), inner_threads=1)
+        return 0.0, 1e-6
+
+    def fake_probe_two_threads(self, overhead, per_row):
+        probes.append(self.n)
+        return next(measured)
+
+    original_run_backend = _runner._InMemoryRun.run_backend
+
+    def recording_run_backend(self, name, *args, **kwargs):
+        chosen.append(name)
+        return original_run_backend(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(_runner._InMemoryRun, "probe_one_thread", fake_probe_one_thread)
+    monkeypatch.setattr(_runner._InMemoryRun, "probe_two_threads", fake_probe_two_threads)
+    monkeypatch.setattr(_runner._InMemoryRun, "run_backend", recording_run_backend)
+    X = np.arange(200_000.0).reshape(100_000, 2)
+    estimator = RecordsCollector().fit(X[:5])
+    wrapper = ParallelPostFit(estimator, n_jobs=2)
+    for _ in range(4):
+        np.testing.assert_array_equal(wrapper.predict(X), X[:, 0])
+    # The first call measured 0.8 and stayed on one thread; the second measured
+    # again and kept 1.6; later calls measure no more.
+    assert len(probes) == 2
+    assert chosen == ["threading", "threading", "threading"]

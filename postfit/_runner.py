@@ -277,11 +277,10 @@ class _InMemoryRun:
             return
 
         speedup = timing.two_thread_speedup
-        # A low speed-up is measured once more, on the next call, keeping the
-        # higher one: a probe takes tens of milliseconds, and a linear model
+        # A low speed-up is measured once more on the next call, keeping the
+        # higher one. A probe takes tens of milliseconds: a linear model
         # measured 0.86 while another library's BLAS threads were still busy
-        # from its last call (1.46 one second later), which then held every
-        # call for five minutes to one thread.
+        # (1.46 one second later), and the verdict is kept for five minutes.
         recheck = (
             speedup is not None
             and timing.speedup_probes < 2

@@ -26,7 +26,14 @@ import scipy.sparse as sp
 from ._blocks import EmptyOutput, describe_returned, n_rows, output_rows
 from .exceptions import BlockError
 
-__all__ = ["Block", "ModelRef", "pickle_model", "resolve_model", "run_block"]
+__all__ = [
+    "Block",
+    "ModelRef",
+    "check_output_rows",
+    "pickle_model",
+    "resolve_model",
+    "run_block",
+]
 
 _CACHE_LOCK = threading.Lock()
 #: Models loaded from :class:`ModelRef` files, by token. One is kept per
@@ -170,6 +177,16 @@ def content_token(*parts) -> str:
     for digest in digests:
         combined.update(digest)
     return combined.hexdigest()
+
+
+def check_output_rows(estimator, method, out, rows, where) -> None:
+    """Raise a BlockError unless ``out`` has ``rows`` rows; ``where`` names the input rows."""
+    returned = output_rows(out)
+    if returned != rows:
+        raise BlockError(
+            f"{type(estimator).__name__}.{method} returned {describe_returned(out, returned)} "
+            f"for {where}. postfit needs a row-wise method: one output row per input row."
+        )
 
 
 def _is_pickled_model(model) -> bool:
@@ -356,13 +373,9 @@ def run_block(
     with limit_threads(inner_threads, thread_api), _caller_config(config):
         out = call_method(estimator, method, data, kwargs)
 
-    returned = rows if callable(method) else output_rows(out)
-    if returned != rows:
-        raise BlockError(
-            f"{type(estimator).__name__}.{method} returned {describe_returned(out, returned)} for "
-            f"{block.describe()}, which has {rows} rows. postfit needs a row-wise "
-            "method: one output row per input row."
-        )
+    if not callable(method):
+        where = f"{block.describe()}, which has {rows} rows"
+        check_output_rows(estimator, method, out, rows, where)
     if sink is not None:
         return sink.write(block, out)
     return out

@@ -21,19 +21,17 @@ import joblib
 import sklearn
 
 from . import _plan, _timings
-from ._blocks import (
-    OutputCollector,
-    describe_returned,
-    has_index,
-    n_rows,
-    output_rows,
-    sliceable_rows,
-    take_rows,
-)
+from ._blocks import OutputCollector, has_index, n_rows, sliceable_rows, take_rows
 from ._errors import attach_block
-from ._kernel import Block, call_method, limit_threads, restore_feature_names, run_block
+from ._kernel import (
+    Block,
+    call_method,
+    check_output_rows,
+    limit_threads,
+    restore_feature_names,
+    run_block,
+)
 from .backends import effective_n_workers, get_backend
-from .exceptions import BlockError
 
 logger = logging.getLogger(__name__)
 
@@ -487,6 +485,21 @@ def _fit_call_time(timings):
     return 0.0, max(seconds_last, 1e-9) / rows_last
 
 
+def direct_for_small_inputs(options) -> bool:
+    """Return whether every NumPy input of at most ``DIRECT_MAX_ROWS`` rows takes the direct path.
+
+    The knobs that :func:`_takes_direct_path` checks allow it for any such
+    input: the automatic backend, block size and memory budget, and no
+    progress bar.
+    """
+    return (
+        options.backend == "auto"
+        and not options.progress
+        and options.block_size == "auto"
+        and _plan.is_auto_budget(options.memory_budget)
+    )
+
+
 def _takes_direct_path(X, rows, options) -> bool:
     """Return whether a small input is scored in one plain call, with no run set up.
 
@@ -515,14 +528,8 @@ def _run_direct(estimator, method, X, rows, kwargs, restore_names):
 
 def check_direct_rows(estimator, method, out, rows):
     """Return the output of a direct call, after checking that it has one row per input row."""
-    returned = output_rows(out)
-    if returned != rows:
-        block = Block(0, 0, rows, None)
-        raise BlockError(
-            f"{type(estimator).__name__}.{method} returned {describe_returned(out, returned)} for "
-            f"{block.describe()}, which has {rows} rows. postfit needs a row-wise "
-            "method: one output row per input row."
-        )
+    where = f"{Block(0, 0, rows, None).describe()}, which has {rows} rows"
+    check_output_rows(estimator, method, out, rows, where)
     return out
 
 

@@ -413,25 +413,32 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
 
     # Configuration ----------------------------------------------------------
 
+    def _knobs(self) -> tuple:
+        return (self.backend, self.n_jobs, self.block_size, self.memory_budget, self.progress)
+
+    def _cached_options(self, knobs):
+        """Return the options validated for the same knob objects as ``knobs``, or None."""
+        cached = self.__dict__.get("_options_cache")
+        if cached is None or self.backend_options is not None:
+            return None
+        # Spelled out: all(map(operator.is_, ...)) made a 1,000-row call
+        # 1.4 µs slower, a quarter of the wrapper's whole cost there.
+        old = cached[0]
+        unchanged = (
+            knobs[0] is old[0]
+            and knobs[1] is old[1]
+            and knobs[2] is old[2]
+            and knobs[3] is old[3]
+            and knobs[4] is old[4]
+        )
+        return cached[1] if unchanged else None
+
     def _check_options(self) -> RunOptions:
         """Validate the run knobs and return them, before any work starts."""
-        knobs = (self.backend, self.n_jobs, self.block_size, self.memory_budget, self.progress)
-        cached = self.__dict__.get("_options_cache")
-        unchanged = False
-        if cached is not None:
-            # Spelled out: all(map(operator.is_, ...)) made a 1,000-row call
-            # 1.4 µs slower, a quarter of the wrapper's whole cost there.
-            old = cached[0]
-            unchanged = (
-                knobs[0] is old[0]
-                and knobs[1] is old[1]
-                and knobs[2] is old[2]
-                and knobs[3] is old[3]
-                and knobs[4] is old[4]
-            )
-        if unchanged and self.backend_options is None:
-            # The same knob objects as the last call, which validated them.
-            return cached[1]
+        knobs = self._knobs()
+        options = self._cached_options(knobs)
+        if options is not None:
+            return options
         options = self._validate_options(knobs)
         if self.backend_options is None:
             self.__dict__["_options_cache"] = (knobs, options)
@@ -485,27 +492,14 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         features are still checked on every call, as it can be refitted in
         place.
         """
-        direct = (
-            options.backend == "auto"
-            and not options.progress
-            and options.block_size == "auto"
-            and _plan.is_auto_budget(options.memory_budget)
-            and self.backend_options is None
-        )
-        if not direct:
+        if not _runner.direct_for_small_inputs(options):
             return
         with _DIRECT_LOCK:
             # Another thread may have replaced the estimator or a knob since
             # this call read them, and __setattr__ then ran before this store.
-            cached = self.__dict__.get("_options_cache")
-            if cached is None or cached[1] is not options:
-                return
-            knobs = (self.backend, self.n_jobs, self.block_size, self.memory_budget, self.progress)
-            if any(now is not then for now, then in zip(knobs, cached[0], strict=True)):
-                return
-            if self._inner_estimator() is not estimator or self.backend_options is not None:
-                return
-            self.__dict__["_direct"] = estimator
+            current = self._cached_options(self._knobs()) is options
+            if current and self._inner_estimator() is estimator:
+                self.__dict__["_direct"] = estimator
 
     def _post_fit(self, method, X, execute=None, kwargs=None, **route_options):
         """Run ``method`` on X by the route X's kind calls for: in memory, lazy or files."""

@@ -42,18 +42,19 @@ import scipy.sparse as sp
 import sklearn
 from ray.util.annotations import RayDeprecationWarning
 
-from .._blocks import EmptyOutput, OutputCollector, describe_returned, n_rows, output_rows
+from .._blocks import EmptyOutput, OutputCollector, n_rows
 from .._errors import add_note, attach_block
 from .._kernel import (
     ModelRef,
     _caller_config,
     call_method,
+    check_output_rows,
     content_token,
     limit_threads,
     resolve_model,
 )
 from .._meta import meta_from_attributes, normalize_user_meta
-from ..exceptions import BlockError, WorkerCrashedError
+from ..exceptions import WorkerCrashedError
 from ._base import Backend, InputSlicer, effective_n_workers, submit_until_full
 
 logger = logging.getLogger(__name__)
@@ -378,14 +379,7 @@ def _score_rows(estimator, rows, n, args):
     except Exception as exc:
         add_note(exc, f"postfit: raised while scoring a batch of {n} rows of a Ray Dataset")
         raise
-    returned = output_rows(out)
-    if returned != n:
-        raise BlockError(
-            f"{type(estimator).__name__}.{args.method} returned "
-            f"{describe_returned(out, returned)} for a "
-            f"batch of {n} rows of a Ray Dataset. postfit needs a row-wise method: one "
-            "output row per input row."
-        )
+    check_output_rows(estimator, args.method, out, n, f"a batch of {n} rows of a Ray Dataset")
     return out
 
 

@@ -227,7 +227,7 @@ def choose_block_size(
     minimises the sum. Threads pay much of a call's fixed cost one at a
     time, holding the GIL (``calls_overlap=False``): the calls then cost
     ``W * c / b`` and ``b = sqrt(2 * W * c)``. A 50-tree forest spent 9 ms
-    a call so, and ran 7% slower on the blocks of the first formula. Blocks
+    a call that way, and ran 7% slower on the blocks of the first formula. Blocks
     take at least ``TARGET_BLOCK_SECONDS``.
 
     Examples

@@ -276,9 +276,9 @@ class _InMemoryRun:
 
         speedup = timing.two_thread_speedup
         # A low speed-up is measured once more on the next call, keeping the
-        # higher one. A probe takes tens of milliseconds: a linear model
-        # measured 0.86 while another library's BLAS threads were still busy
-        # (1.46 one second later), and the verdict is kept for five minutes.
+        # higher one, because the verdict is kept for five minutes. A linear
+        # model measured 0.86 right after dask-ml's multi-threaded BLAS calls
+        # in the same process, and 1.46 one second later.
         recheck = (
             speedup is not None
             and timing.speedup_probes < 2

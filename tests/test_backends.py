@@ -683,7 +683,7 @@ def test_block_size_gives_equal_blocks_for_every_worker(n_rows, n_workers, secon
         assert n_rows - (n_blocks - 1) * size > size - n_blocks
 
 
-def test_block_size_counts_thread_calls_one_at_a_time():
+def test_block_size_serial_thread_calls():
     # A 50-tree forest: 9 ms a call, 3.6 µs a row, 2,000,000 rows on two workers.
     args = (2_000_000, 160, 2, 2**30, 3.6e-6, 9e-3)
     overlapping = _plan.choose_block_size(*args)

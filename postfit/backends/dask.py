@@ -332,7 +332,7 @@ def scatter_model(client, estimator, extra_modules=()):
             key = f"postfit-import-{run_id}-{number}-{name}"
             _warm_up(client, address, key, importlib.import_module, name)
     # A list of one item, because scatter takes a bare tuple as items to
-    # scatter one by one. scatter skips hashing the payload once more.
+    # scatter one by one. It passes hash=False: the payload is hashed already.
     pickled = pickle_model(estimator, token)
     future = scatter(client, [pickled], sends_directly(client, addresses), broadcast=True)[0]
     del pickled

@@ -157,8 +157,15 @@ def in_memory_section(result: dict) -> list[str]:
     variants = list(dict.fromkeys(v for per in times.values() for v in per))
     lines = [
         f"Data: {params['rows']:,} rows × {params['features']} float64 features, "
-        f"`{params['method']}`, best of {params['repeats']} run(s). "
-        "Speed-up is the plain estimator's time with its default threads divided by the "
+        f"`{params['method']}`, best of {params['repeats']} run(s)"
+        + (
+            f", or of as many runs as fill {params['min_seconds']} s (at most "
+            f"{params['max_runs']}) for faster variants; each run's output is dropped before "
+            "the next. "
+            if "min_seconds" in params
+            else ". "
+        )
+        + "Speed-up is the plain estimator's time with its default threads divided by the "
         "variant's time (above 1 is faster). A variant whose output differed from the "
         "plain estimator's is marked *differs*. Variants ran one column at a time, left to "
         "right, so a machine load that changed during the run favours the columns that ran "

@@ -1,8 +1,9 @@
 """In-memory scoring: postfit's backends against the plain estimator, joblib and dask-ml.
 
 Each estimator's ``predict_proba`` runs on the same rows through every
-variant below. Times are the best of ``repeats`` runs, and each run's output
-is checked against the plain estimator's.
+variant below. Times are the best of ``repeats`` runs, or of as many runs as
+fill ``MIN_SECONDS`` for fast variants, and each run's output is checked
+against the plain estimator's and dropped before the next run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .._common import load_average, time_call
+from .._common import MAX_RUNS, load_average, time_call
 from .._data import N_FEATURES, make_estimators, make_rows
 
 PLOT_NAME = "benchmarks_block_size.png"
@@ -28,6 +29,8 @@ SWEEP_ESTIMATORS = {
     "FunctionTransformer pipeline": "loky",
 }
 
+#: Variants faster than this run again until they have run this long (``time_call``).
+MIN_SECONDS = 1.0
 FULL = {"rows": 2_000_000, "repeats": 3, "small_repeats": 1000, "sweep_rows": 400_000}
 QUICK = {"rows": 100_000, "repeats": 1, "small_repeats": 20, "sweep_rows": 50_000}
 
@@ -93,22 +96,22 @@ def time_variants(estimators, X, repeats):
     for variant in next(iter(funcs.values())):
         for name in estimators:
             func = funcs[name][variant]
-            outputs = []
+            matches = []
+
+            def check(output, want=expected[name], matches=matches):
+                matches.append(output.shape == want.shape and np.allclose(output, want, rtol=1e-12))
+
             try:
                 # dask-ml's run left OpenBLAS at one thread in this process
                 # (dask-ml 2025.1.0), which slowed every variant after it.
                 # The context puts the thread settings back after each variant.
                 with threadpool_limits(limits=None):
-                    timing = time_call(lambda f=func, out=outputs: out.append(f()), repeats)
+                    timing = time_call(func, repeats, check, min_seconds=MIN_SECONDS)
             except Exception as exc:  # recorded on the page instead of stopping the suite
                 times[name][variant] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
                 print(f"  {name:30s} {variant:26s} failed: {exc}", flush=True)
                 continue
-            same = all(
-                output.shape == expected[name].shape
-                and np.allclose(output, expected[name], rtol=1e-12)
-                for output in outputs
-            )
+            same = all(matches)
             timing["same_output"] = bool(same)
             times[name][variant] = timing
             print(f"  {name:30s} {variant:26s} {timing['best']:8.3f} s  same={same}", flush=True)
@@ -253,7 +256,13 @@ def run(quick: bool) -> dict:
 
     return {
         "status": "ok",
-        "params": {**params, "features": N_FEATURES, "method": "predict_proba"},
+        "params": {
+            **params,
+            "features": N_FEATURES,
+            "method": "predict_proba",
+            "min_seconds": MIN_SECONDS,
+            "max_runs": MAX_RUNS,
+        },
         "load_before": load_before,
         "load_after": load_average(),
         "times": times,

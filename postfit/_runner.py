@@ -245,10 +245,19 @@ class _InMemoryRun:
         self.plan_from(timing, layout)
         if kept_timing is not None:
             elapsed = time.perf_counter() - started
-            if kept_timing.disagrees(self.n, elapsed, self.n_workers):
-                # Fitted again in place, or the machine changed: measure next time.
-                logger.debug("auto backend: kept timings were off; dropping them")
+            if kept_timing.too_slow(self.n, elapsed):
+                # Fitted again in place, or the machine became busy: measure next time.
+                logger.debug("auto backend: the run took far longer than kept timings predicted")
                 _timings.MEMORY.forget(self.estimator, layout)
+            elif kept_timing.too_fast(self.n, elapsed, self.n_workers):
+                # Measuring again would cost more than this run: a linear
+                # model's probes on 10,000 rows took 10 ms, its call 0.4 ms.
+                logger.debug("auto backend: the run was far faster than kept timings predicted")
+                _timings.MEMORY.put(
+                    self.estimator,
+                    layout,
+                    kept_timing.lowered_to(self.n, elapsed, self.n_workers),
+                )
 
     def plan_from(self, timing, layout):
         """Choose a backend for the rows left from ``timing`` and score them."""
@@ -258,12 +267,6 @@ class _InMemoryRun:
         if remaining == 0:
             return
         rescore = self.position <= self.n * _plan.RESCORE_MAX_SHARE and self.fits_one_call(self.n)
-        if _plan.THREADS_MIN_SECONDS <= work < _plan.DIRECT_MAX_SECONDS:
-            # Cheap per row but many rows: memory-bound work such as a linear
-            # model's, which two threads run faster than the estimator's own
-            # BLAS threads, and GIL-bound work loses under a millisecond.
-            self.run_backend("threading", self.n_workers, seconds_per_row, overhead)
-            return
         if work < _plan.DIRECT_MAX_SECONDS and rescore:
             # Scoring everything again in one call costs less than copying the
             # probes' outputs and the rest into one array, for so cheap a model.

@@ -8,12 +8,14 @@ estimator object and input layout, and later calls plan from it.
 
 A kept measurement is dropped when it is older than ``REUSE_SECONDS`` or its
 estimator is garbage-collected. It is also dropped when a run planned from it
-takes far more or far less time than it predicted: the estimator was fitted
-again in place, or the machine became busy.
+takes far more time than it predicted: the estimator was fitted again in
+place, or the machine became busy. A run far faster than predicted lowers the
+kept costs instead, because measuring again would cost more than the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -47,12 +49,28 @@ class Timing:
         """Return the predicted time of one call on ``rows`` rows on one thread."""
         return self.seconds_per_call + self.seconds_per_row * rows
 
-    def disagrees(self, rows: int, elapsed: float, n_workers: int) -> bool:
-        """Return whether a run of ``rows`` rows that took ``elapsed`` seconds contradicts it."""
-        predicted = self.single_thread_seconds(rows)
-        too_slow = elapsed > MISMATCH_FACTOR * predicted
-        too_fast = elapsed * MISMATCH_FACTOR * max(n_workers, 1) < predicted
-        return too_slow or too_fast
+    def too_slow(self, rows: int, elapsed: float) -> bool:
+        """Return whether a run of ``rows`` rows took far longer than predicted."""
+        return elapsed > MISMATCH_FACTOR * self.single_thread_seconds(rows)
+
+    def too_fast(self, rows: int, elapsed: float, n_workers: int) -> bool:
+        """Return whether a run of ``rows`` rows on ``n_workers`` was far faster than predicted."""
+        return elapsed * MISMATCH_FACTOR * max(n_workers, 1) < self.single_thread_seconds(rows)
+
+    def lowered_to(self, rows: int, elapsed: float, n_workers: int) -> Timing:
+        """Return this timing with its costs lowered to what a faster run allows.
+
+        The run's single-thread time is at most ``elapsed`` times the worker
+        count, so the cost of a call and of a row are cut to fit within it.
+        A first call's one-time costs (imports, caches), read as the cost of
+        a row when the probes are short, had predicted ten times the work.
+        """
+        bound = elapsed * max(n_workers, 1)
+        per_call = min(self.seconds_per_call, bound)
+        per_row = min(self.seconds_per_row, max(bound - per_call, 0.0) / max(rows, 1))
+        return dataclasses.replace(
+            self, seconds_per_call=per_call, seconds_per_row=max(per_row, 1e-12)
+        )
 
 
 def input_layout(X, method: str, kwargs: dict):

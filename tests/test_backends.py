@@ -297,10 +297,15 @@ def test_planner_little_work_finishes_in_one_call(planner):
     assert planner(10_000, seconds_per_row=1e-9) == ["direct"]
 
 
-def test_planner_cheap_many_rows_threads(planner):
-    # 10 ms of single-thread work: too little for processes, enough for two
-    # threads to beat one memory-bound call.
-    assert planner(100_000, seconds_per_row=1e-7) == ["threading"]
+def test_planner_cheap_many_rows_one_call(planner):
+    # 10 ms of single-thread work: one call with the estimator's own threads,
+    # which two threads and their per-call costs do not beat.
+    assert planner(100_000, seconds_per_row=1e-7) == ["direct"]
+
+
+def test_planner_enough_work_threads(planner):
+    # 100 ms of work that scales on two threads.
+    assert planner(100_000, seconds_per_row=1e-6, speedup=1.8) == ["threading"]
 
 
 class WarmsUp(RegressorMixin, BaseEstimator):

@@ -74,16 +74,48 @@ def test_refit_wrapper_measures_again(probes):
     assert probes["one"] == 2
 
 
-def test_kept_timing_that_is_far_off_is_dropped():
+def test_kept_timing_far_above_run_is_lowered(probes):
     X, model = _data(20_000)
     layout = _timings.input_layout(X, "predict", {})
     # One millisecond a row predicts 20 s on one thread: the run takes
-    # milliseconds, so the timing is wrong (a model fitted again in place).
+    # milliseconds, so the kept costs come down to what it allows.
     wrong = _timings.Timing(0.0, 1e-3, 2.0, time.monotonic())
+    _timings.MEMORY.put(model, layout, wrong)
+    wrapped = ParallelPostFit(model, n_jobs=2)
+    got = wrapped.predict(X)
+    np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
+    lowered = _timings.MEMORY.get(model, layout)
+    assert lowered is not None
+    assert lowered.seconds_per_row < 1e-4
+    assert lowered.two_thread_speedup == 2.0
+
+    wrapped.predict(X)
+    assert probes["one"] == 0
+
+
+def test_kept_timing_far_below_run_is_dropped():
+    X, model = _data()
+    layout = _timings.input_layout(X, "predict", {})
+    # A femtosecond a row predicts well under a microsecond for the run:
+    # any real run takes longer (a model fitted again in place, a busy machine).
+    wrong = _timings.Timing(0.0, 1e-15, 2.0, time.monotonic())
     _timings.MEMORY.put(model, layout, wrong)
     got = ParallelPostFit(model, n_jobs=2).predict(X)
     np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
     assert _timings.MEMORY.get(model, layout) is None
+
+
+def test_lowered_timing_fits_within_run():
+    timing = _timings.Timing(0.5, 1e-3, None, time.monotonic())
+    lowered = timing.lowered_to(rows=1_000, elapsed=0.1, n_workers=2)
+    assert lowered.seconds_per_call == pytest.approx(0.2)
+    assert lowered.seconds_per_row == pytest.approx(1e-12)
+    assert lowered.single_thread_seconds(1_000) <= 0.2 + 1e-9
+
+    cheap_call = _timings.Timing(0.01, 1e-3, None, time.monotonic())
+    lowered = cheap_call.lowered_to(rows=1_000, elapsed=0.1, n_workers=2)
+    assert lowered.seconds_per_call == pytest.approx(0.01)
+    assert lowered.seconds_per_row == pytest.approx(0.19 / 1_000)
 
 
 def test_old_timing_expires():

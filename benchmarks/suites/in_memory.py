@@ -31,8 +31,22 @@ SWEEP_ESTIMATORS = {
 
 #: Variants faster than this run again until they have run this long (``time_call``).
 MIN_SECONDS = 1.0
-FULL = {"rows": 2_000_000, "repeats": 3, "small_repeats": 1000, "sweep_rows": 400_000}
-QUICK = {"rows": 100_000, "repeats": 1, "small_repeats": 20, "sweep_rows": 50_000}
+#: Rounds of the targets' variants last at least this long in all (``time_targets``).
+TARGET_MIN_SECONDS = 3.0
+FULL = {
+    "rows": 2_000_000,
+    "repeats": 3,
+    "target_rounds": 3,
+    "small_repeats": 1000,
+    "sweep_rows": 400_000,
+}
+QUICK = {
+    "rows": 100_000,
+    "repeats": 1,
+    "target_rounds": 1,
+    "small_repeats": 20,
+    "sweep_rows": 50_000,
+}
 
 
 def _chunks(n_rows, n_chunks):
@@ -116,6 +130,73 @@ def time_variants(estimators, X, repeats):
             times[name][variant] = timing
             print(f"  {name:30s} {variant:26s} {timing['best']:8.3f} s  same={same}", flush=True)
     return times
+
+
+#: The variants that the targets compare, timed in alternating rounds by ``time_targets``.
+TARGET_VARIANTS = ("plain, one thread", "plain, default threads", "postfit auto")
+
+
+def time_targets(estimators, X, rounds, min_seconds):
+    """Time the variants of the targets in alternating rounds and return per-round ratios.
+
+    ``time_variants`` times one variant across all estimators before the
+    next, so two columns can be minutes apart, and this machine's speed
+    drifted by 10% within minutes: LogisticRegression's one-thread time
+    read 67 ms in one run of the suite and 72 to 84 ms in a loop started
+    minutes later. Here each round times the three variants of one
+    estimator back to back, in reversed order every other round, and the
+    ratio of two variants is the median of their ratios within rounds.
+    Rounds repeat until ``rounds`` have run and ``min_seconds`` have passed
+    (at most ``MAX_RUNS``). Outputs are checked as in ``time_variants``.
+    """
+    result = {}
+    for name, estimator in estimators.items():
+        funcs = {
+            key: func for key, func in variants(estimator, X).items() if key in TARGET_VARIANTS
+        }
+        seconds = {key: [] for key in TARGET_VARIANTS}
+        first_outputs = {}
+        spent = 0.0
+        count = 0
+        while count < rounds or (spent < min_seconds and count < MAX_RUNS):
+            order = TARGET_VARIANTS if count % 2 == 0 else TARGET_VARIANTS[::-1]
+            for key in order:
+                with threadpool_limits(limits=None):
+                    start = time.perf_counter()
+                    output = funcs[key]()
+                    elapsed = time.perf_counter() - start
+                seconds[key].append(elapsed)
+                spent += elapsed
+                if count == 0:
+                    first_outputs[key] = output
+                del output
+            count += 1
+        want = first_outputs.pop("plain, default threads")
+        same = all(
+            output.shape == want.shape and np.allclose(output, want, rtol=1e-12)
+            for output in first_outputs.values()
+        )
+        del first_outputs, want
+        auto = seconds["postfit auto"]
+        result[name] = {
+            "rounds": count,
+            "seconds": seconds,
+            "same_output": bool(same),
+            "over_one_thread": statistics.median(
+                one / mine for one, mine in zip(seconds["plain, one thread"], auto, strict=True)
+            ),
+            "over_default": statistics.median(
+                plain / mine
+                for plain, mine in zip(seconds["plain, default threads"], auto, strict=True)
+            ),
+        }
+        print(
+            f"  {name:30s} {count} rounds: auto over one thread "
+            f"{result[name]['over_one_thread']:.2f}, over default threads "
+            f"{result[name]['over_default']:.2f}",
+            flush=True,
+        )
+    return result
 
 
 def check_joblib_after_postfit() -> str | None:
@@ -237,6 +318,8 @@ def run(quick: bool) -> dict:
 
     print(f"timing predict_proba on {params['rows']:,} rows", flush=True)
     times = time_variants(estimators, X, params["repeats"])
+    print("timing the targets' variants in alternating rounds", flush=True)
+    targets = time_targets(estimators, X, params["target_rounds"], TARGET_MIN_SECONDS)
     del X
 
     print("timing small inputs", flush=True)
@@ -266,6 +349,7 @@ def run(quick: bool) -> dict:
         "load_before": load_before,
         "load_after": load_average(),
         "times": times,
+        "targets": targets,
         "small_input": small,
         "sweep": points,
         "plot": PLOT_NAME,

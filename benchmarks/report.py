@@ -233,9 +233,9 @@ def in_memory_targets(result: dict) -> list[str]:
             over_default = paired[name]["over_default"]
         else:
             auto = per.get("postfit auto", {}).get("best")
-            one = per.get("plain, one thread", {}).get("best")
+            one_thread = per.get("plain, one thread", {}).get("best")
             default = per.get("plain, default threads", {}).get("best")
-            over_one = one / auto if auto and one else None
+            over_one = one_thread / auto if auto and one_thread else None
             over_default = default / auto if auto and default else None
         small_ratio = (
             small["postfit_median"] / small["plain_median"] if small.get("plain_median") else None

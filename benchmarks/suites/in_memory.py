@@ -140,10 +140,10 @@ def time_targets(estimators, X, rounds, min_seconds):
     """Time the variants of the targets in alternating rounds and return per-round ratios.
 
     ``time_variants`` times one variant across all estimators before the
-    next, so two columns can be minutes apart, and this machine's speed
-    drifted by 10% within minutes: LogisticRegression's one-thread time
-    read 67 ms in one run of the suite and 72 to 84 ms in a loop started
-    minutes later. Here each round times the three variants of one
+    next, so two columns can be minutes apart. This machine's speed drifted
+    by 10% within minutes: LogisticRegression's one-thread time read 67 ms
+    in one run of the suite and 72 to 84 ms in a loop started minutes
+    later. Here each round times the three variants of one
     estimator back to back, in reversed order every other round, and the
     ratio of two variants is the median of their ratios within rounds.
     Rounds repeat until ``rounds`` have run and ``min_seconds`` have passed

@@ -240,14 +240,16 @@ def in_memory_targets(result: dict) -> list[str]:
         small_ratio = (
             small["postfit_median"] / small["plain_median"] if small.get("plain_median") else None
         )
-        rows.append(
-            [
-                name,
-                _verdict(over_one, over_one is not None and over_one >= AUTO_MIN_SPEEDUP),
-                _verdict(over_default, over_default is not None and over_default >= 1.0),
-                _verdict(small_ratio, small_ratio is not None and small_ratio <= SMALL_MAX_RATIO),
-            ]
-        )
+        row = [
+            name,
+            _verdict(over_one, over_one is not None and over_one >= AUTO_MIN_SPEEDUP),
+            _verdict(over_default, over_default is not None and over_default >= 1.0),
+            _verdict(small_ratio, small_ratio is not None and small_ratio <= SMALL_MAX_RATIO),
+        ]
+        medium = (result.get("medium_input") or {}).get(name)
+        if medium is not None:
+            row.append(fmt_ratio(medium["postfit_median"] / medium["plain_median"]))
+        rows.append(row)
     small_repeats = next(iter(result["small_input"].values()), {}).get("repeats", "?")
     header = [
         "estimator",
@@ -255,6 +257,12 @@ def in_memory_targets(result: dict) -> list[str]:
         "auto over default threads (target ≥ 1×)",
         f"auto time / plain time on 1,000 rows (target ≤ {SMALL_MAX_RATIO}×)",
     ]
+    medium = result.get("medium_input") or {}
+    medium_note = ""
+    if medium:
+        first = next(iter(medium.values()))
+        header.append(f"auto time / plain time on {first['rows']:,} rows (no target)")
+        medium_note = f" The last column is the median of {first['repeats']} alternating calls."
     if paired:
         rounds = min(entry["rounds"] for entry in paired.values())
         method = (
@@ -269,7 +277,8 @@ def in_memory_targets(result: dict) -> list[str]:
     return [
         "Targets for postfit's automatic backend. "
         + method
-        + f"The 1,000-row column is the median of {small_repeats} alternating calls of each.",
+        + f"The 1,000-row column is the median of {small_repeats} alternating calls of each."
+        + medium_note,
         "",
         *markdown_table(header, rows),
     ]

@@ -38,6 +38,8 @@ FULL = {
     "repeats": 3,
     "target_rounds": 3,
     "small_repeats": 1000,
+    "medium_rows": 100_000,
+    "medium_repeats": 20,
     "sweep_rows": 400_000,
 }
 QUICK = {
@@ -45,6 +47,8 @@ QUICK = {
     "repeats": 1,
     "target_rounds": 1,
     "small_repeats": 20,
+    "medium_rows": 20_000,
+    "medium_repeats": 3,
     "sweep_rows": 50_000,
 }
 
@@ -324,6 +328,9 @@ def run(quick: bool) -> dict:
 
     print("timing small inputs", flush=True)
     small = time_small_input(estimators, params["small_repeats"])
+    # Between the direct path and the rows where threads pay: the planner
+    # had split such inputs over threads at a loss.
+    medium = time_small_input(estimators, params["medium_repeats"], params["medium_rows"])
 
     print("sweeping block sizes", flush=True)
     points = sweep_block_sizes(estimators, params["sweep_rows"])
@@ -351,6 +358,7 @@ def run(quick: bool) -> dict:
         "times": times,
         "targets": targets,
         "small_input": small,
+        "medium_input": medium,
         "sweep": points,
         "plot": PLOT_NAME,
         "notes": notes,

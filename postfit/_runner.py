@@ -245,6 +245,8 @@ class _InMemoryRun:
         self.plan_from(timing, layout)
         if kept_timing is not None:
             elapsed = time.perf_counter() - started
+            # The run may have measured the speed-up again and kept it.
+            kept_timing = _timings.MEMORY.get(self.estimator, layout) or kept_timing
             if kept_timing.too_slow(self.n, elapsed):
                 # Fitted again in place, or the machine became busy: measure next time.
                 logger.debug("auto backend: the run took far longer than kept timings predicted")
@@ -287,6 +289,9 @@ class _InMemoryRun:
             and timing.speedup_probes < 2
             and speedup < _plan.THREADS_SCALE_MIN_SPEEDUP
         )
+        if recheck and work < _plan.PROCESS_MIN_SECONDS:
+            self.explore_threads(timing, layout, overhead, seconds_per_row)
+            return
         if speedup is None or recheck:
             measured = self.probe_two_threads(overhead, seconds_per_row)
             speedup = measured if speedup is None else max(speedup, measured)
@@ -318,6 +323,32 @@ class _InMemoryRun:
             self.finish_sequential(seconds_per_row, overhead, "threads do not scale")
             return
         self.run_backend(backend, self.n_workers, seconds_per_row, overhead)
+
+    def explore_threads(self, timing, layout, overhead, seconds_per_row):
+        """Score the rows left on threads and keep the speed-up that the run itself shows.
+
+        Probes that follow a multi-threaded BLAS call share the cores with
+        BLAS threads that still spin. A linear model's two-thread probe read
+        1.0 to 1.1 within 0.05 s of such a call and about 2 after 0.2 s, so a
+        run that ended with the estimator's own threads misled the next
+        call's probe. A whole run on threads is timed instead, against the
+        single-thread time that the kept cost per row predicts. At worst, an
+        estimator that holds the GIL runs one short call on threads.
+        """
+        remaining = self.n - self.position
+        started = time.perf_counter()
+        self.run_backend("threading", self.n_workers, seconds_per_row, overhead)
+        elapsed = time.perf_counter() - started
+        # Capped at the worker count: a cost per row kept too high (lowered
+        # after this run) would otherwise read as a speed-up of hundreds.
+        observed = min(seconds_per_row * remaining / max(elapsed, 1e-9), float(self.n_workers))
+        logger.debug("auto backend: threads ran %.2f times one thread's predicted time", observed)
+        updated = dataclasses.replace(
+            timing,
+            two_thread_speedup=max(timing.two_thread_speedup or 0.0, observed),
+            speedup_probes=timing.speedup_probes + 1,
+        )
+        _timings.MEMORY.put(self.estimator, layout, updated)
 
     def block_size_limit(self):
         """Return the user's block size, or None when it is automatic."""

@@ -708,15 +708,15 @@ def test_block_size_stays_within_limits(n_rows, n_workers, row_nbytes):
     assert size * -(-n_rows // size) >= n_rows
 
 
-def test_low_speedup_is_measured_once_more(monkeypatch):
-    # 100,000 rows at 1 µs: 0.1 s of work, too little for processes.
-    measured = iter([0.8, 1.6])
+def _count_speedup_checks(monkeypatch, seconds_per_row, measured):
+    """Run ``predict`` four times with faked probes; return the probes and the backends."""
+    measured = iter(measured)
     probes = []
     chosen = []
 
     def fake_probe_one_thread(self):
         self.score_here(min(self.n, 128), inner_threads=1)
-        return 0.0, 1e-6
+        return 0.0, seconds_per_row
 
     def fake_probe_two_threads(self, overhead, per_row):
         probes.append(self.n)
@@ -736,7 +736,22 @@ def test_low_speedup_is_measured_once_more(monkeypatch):
     wrapper = ParallelPostFit(estimator, n_jobs=2)
     for _ in range(4):
         np.testing.assert_array_equal(wrapper.predict(X), X[:, 0])
-    # The first call measured 0.8 and stayed on one thread; the second measured
-    # again and kept 1.6; later calls measure no more.
-    assert len(probes) == 2
+    return probes, chosen
+
+
+def test_low_speedup_checked_on_threaded_run(monkeypatch):
+    # 100,000 rows at 1 µs: 0.1 s of work, too little for processes. The
+    # first call measured 0.8 and stayed on one thread. The second runs on
+    # threads, which beat the predicted 0.1 s, and later calls keep them.
+    probes, chosen = _count_speedup_checks(monkeypatch, 1e-6, [0.8])
+    assert len(probes) == 1
     assert chosen == ["threading", "threading", "threading"]
+
+
+def test_low_speedup_probed_once_more_for_long_work(monkeypatch):
+    # 100,000 rows at 50 µs: 5 s of work, where processes are the other
+    # choice. The first call measured 1.2 and went to processes; the second
+    # measured again and kept 1.6; later calls measure no more.
+    probes, chosen = _count_speedup_checks(monkeypatch, 5e-5, [1.2, 1.6])
+    assert len(probes) == 2
+    assert chosen == ["loky", "threading", "threading", "threading"]

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import LinearRegression
 
-from postfit import ParallelPostFit, _runner, _timings
+from postfit import ParallelPostFit, _plan, _runner, _timings
 
 
 def _data(n_rows=200_000):
@@ -105,17 +105,50 @@ def test_kept_timing_far_below_run_is_dropped():
     assert _timings.MEMORY.get(model, layout) is None
 
 
+def test_low_speedup_rechecked_on_threaded_run(probes, monkeypatch):
+    X, model = _data()
+    layout = _timings.input_layout(X, "predict", {})
+    # 0.2 s of predicted work, too little for processes, and a low speed-up
+    # measured once: the next run goes to threads and measures it there.
+    low = _timings.Timing(0.0, 1e-6, 0.9, time.monotonic(), speedup_probes=1)
+    _timings.MEMORY.put(model, layout, low)
+    chosen = []
+    run_backend = _runner._InMemoryRun.run_backend
+
+    def recording(self, name, *args, **kwargs):
+        chosen.append(name)
+        return run_backend(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(_runner._InMemoryRun, "run_backend", recording)
+    got = ParallelPostFit(model, n_jobs=2).predict(X)
+    np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
+    assert chosen == ["threading"]
+    assert probes["two"] == 0
+    kept = _timings.MEMORY.get(model, layout)
+    assert kept is not None
+    assert kept.speedup_probes == 2
+    assert 0.9 <= kept.two_thread_speedup <= 2.0
+
+
 def test_lowered_timing_fits_within_run():
     timing = _timings.Timing(0.5, 1e-3, None, time.monotonic())
     lowered = timing.lowered_to(rows=1_000, elapsed=0.1, n_workers=2)
     assert lowered.seconds_per_call == pytest.approx(0.2)
-    assert lowered.seconds_per_row == pytest.approx(1e-12)
-    assert lowered.single_thread_seconds(1_000) <= 0.2 + 1e-9
+    assert lowered.seconds_per_row == pytest.approx(0.2 / 1_000)
 
     cheap_call = _timings.Timing(0.01, 1e-3, None, time.monotonic())
     lowered = cheap_call.lowered_to(rows=1_000, elapsed=0.1, n_workers=2)
     assert lowered.seconds_per_call == pytest.approx(0.01)
-    assert lowered.seconds_per_row == pytest.approx(0.19 / 1_000)
+    assert lowered.seconds_per_row == pytest.approx(0.2 / 1_000)
+
+
+def test_lowered_timing_keeps_threaded_work():
+    # 2,000,000 rows in 40 ms on two threads: 80 ms of single-thread work at
+    # most, above the work below which the planner makes one call.
+    timing = _timings.Timing(0.03, 1e-6, 1.5, time.monotonic())
+    lowered = timing.lowered_to(rows=2_000_000, elapsed=0.04, n_workers=2)
+    assert lowered.seconds_per_row * 2_000_000 == pytest.approx(0.08)
+    assert lowered.seconds_per_row * 2_000_000 >= _plan.DIRECT_MAX_SECONDS
 
 
 def test_old_timing_expires():

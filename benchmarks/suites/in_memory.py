@@ -136,13 +136,14 @@ def time_variants(estimators, X, repeats):
     return times
 
 
-#: The variants that the targets compare, timed in alternating rounds by ``time_targets``.
-TARGET_VARIANTS = ("plain, one thread", "plain, default threads", "postfit auto")
-#: Pause before each call of ``time_targets``, because OpenBLAS threads spin
-#: for a while after a call. Two threads ran a linear model 1.0 to 1.1 times
-#: as fast as one within 0.05 s of a multi-threaded BLAS call, and about 2
-#: times as fast after 0.2 s.
-PAUSE_SECONDS = 0.3
+#: The variants that the targets compare, timed in alternating rounds by
+#: ``time_targets``. OpenBLAS threads spin for a while after a call: two
+#: threads ran a linear model 1.0 to 1.1 times as fast as one within 0.05 s
+#: of a multi-threaded BLAS call, and about 2 times as fast after 0.2 s. In
+#: this order, forward or reversed, only the one-thread call follows the
+#: multi-threaded one. A pause would not do: after 0.3 s asleep, one call
+#: in twelve took twice as long (142 against 72 ms).
+TARGET_VARIANTS = ("plain, default threads", "plain, one thread", "postfit auto")
 
 
 def time_targets(estimators, X, rounds, min_seconds):
@@ -155,7 +156,6 @@ def time_targets(estimators, X, rounds, min_seconds):
     later. Here each round times the three variants of one
     estimator back to back, in reversed order every other round, and the
     ratio of two variants is the median of their ratios within rounds.
-    Each call starts ``PAUSE_SECONDS`` after the one before.
     Rounds repeat until ``rounds`` have run and ``min_seconds`` have passed
     (at most ``MAX_RUNS``). Outputs are checked as in ``time_variants``.
     """
@@ -171,7 +171,6 @@ def time_targets(estimators, X, rounds, min_seconds):
         while count < rounds or (spent < min_seconds and count < MAX_RUNS):
             order = TARGET_VARIANTS if count % 2 == 0 else TARGET_VARIANTS[::-1]
             for key in order:
-                time.sleep(PAUSE_SECONDS)
                 with threadpool_limits(limits=None):
                     start = time.perf_counter()
                     output = funcs[key]()

@@ -293,12 +293,9 @@ class _InMemoryRun:
             self.explore_threads(timing, layout, overhead, seconds_per_row)
             return
         if speedup is None or recheck:
-            measured = self.probe_two_threads(overhead, seconds_per_row)
-            speedup = measured if speedup is None else max(speedup, measured)
-            updated = dataclasses.replace(
-                timing, two_thread_speedup=speedup, speedup_probes=timing.speedup_probes + 1
+            speedup = self.keep_speedup(
+                timing, layout, self.probe_two_threads(overhead, seconds_per_row)
             )
-            _timings.MEMORY.put(self.estimator, layout, updated)
             remaining = self.n - self.position
             work = seconds_per_row * remaining
             if remaining == 0:
@@ -343,12 +340,17 @@ class _InMemoryRun:
         # after this run) would otherwise read as a speed-up of hundreds.
         observed = min(seconds_per_row * remaining / max(elapsed, 1e-9), float(self.n_workers))
         logger.debug("auto backend: threads ran %.2f times one thread's predicted time", observed)
+        self.keep_speedup(timing, layout, observed)
+
+    def keep_speedup(self, timing, layout, measured):
+        """Keep ``measured`` or the higher speed-up already in ``timing``, and return it."""
+        if timing.two_thread_speedup is not None:
+            measured = max(timing.two_thread_speedup, measured)
         updated = dataclasses.replace(
-            timing,
-            two_thread_speedup=max(timing.two_thread_speedup or 0.0, observed),
-            speedup_probes=timing.speedup_probes + 1,
+            timing, two_thread_speedup=measured, speedup_probes=timing.speedup_probes + 1
         )
         _timings.MEMORY.put(self.estimator, layout, updated)
+        return measured
 
     def block_size_limit(self):
         """Return the user's block size, or None when it is automatic."""

@@ -199,25 +199,24 @@ def test_valid_memory_budget(fitted_on_frame, frame, budget):
 # Errors inside blocks ---------------------------------------------------------
 
 
-class DropsARow(ClassifierMixin, BaseEstimator):
-    """Returns one row fewer than it was given, which breaks the row-wise contract."""
+class _FitsClasses(ClassifierMixin, BaseEstimator):
+    """A classifier whose fit keeps only the classes and the feature count."""
 
     def fit(self, X, y):
         self.classes_ = np.unique(y)
         self.n_features_in_ = np.shape(X)[1]
         return self
+
+
+class DropsARow(_FitsClasses):
+    """Returns one row fewer than it was given, which breaks the row-wise contract."""
 
     def predict(self, X):
         return np.zeros(len(X) - 1, dtype=int)
 
 
-class RaisesOnRow(ClassifierMixin, BaseEstimator):
+class RaisesOnRow(_FitsClasses):
     """Raises KeyError for inputs containing the value -1, to locate failing blocks."""
-
-    def fit(self, X, y):
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = np.shape(X)[1]
-        return self
 
     def predict(self, X):
         X = np.asarray(X)
@@ -236,13 +235,8 @@ def test_block_with_wrong_row_count(backend):
         wrapper.predict(X)
 
 
-class ReturnsNoRows(ClassifierMixin, BaseEstimator):
+class ReturnsNoRows(_FitsClasses):
     """Returns a scalar from predict and None from predict_proba."""
-
-    def fit(self, X, y):
-        self.classes_ = np.unique(y)
-        self.n_features_in_ = np.shape(X)[1]
-        return self
 
     def predict(self, X):
         return np.float64(0.5)

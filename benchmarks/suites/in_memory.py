@@ -2,8 +2,8 @@
 
 Each estimator's ``predict_proba`` runs on the same rows through every
 variant below. Times are the best of ``repeats`` runs, or of as many runs as
-fill ``MIN_SECONDS`` for fast variants, and each run's output is checked
-against the plain estimator's and dropped before the next run.
+fill ``MIN_SECONDS`` for fast variants. Each run's output is checked against
+the plain estimator's and dropped before the next run.
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ def variants(estimator, X):
     return result
 
 
+def _same_output(output, want) -> bool:
+    """Return whether ``output`` has the shape of ``want`` and its values to ``rtol=1e-12``."""
+    return output.shape == want.shape and np.allclose(output, want, rtol=1e-12)
+
+
 def time_variants(estimators, X, repeats):
     """Time every variant of every estimator and check its output against the plain one.
 
@@ -117,7 +122,7 @@ def time_variants(estimators, X, repeats):
             matches = []
 
             def check(output, want=expected[name], matches=matches):
-                matches.append(output.shape == want.shape and np.allclose(output, want, rtol=1e-12))
+                matches.append(_same_output(output, want))
 
             try:
                 # dask-ml's run left OpenBLAS at one thread in this process
@@ -182,10 +187,7 @@ def time_targets(estimators, X, rounds, min_seconds):
                 del output
             count += 1
         want = first_outputs.pop("plain, default threads")
-        same = all(
-            output.shape == want.shape and np.allclose(output, want, rtol=1e-12)
-            for output in first_outputs.values()
-        )
+        same = all(_same_output(output, want) for output in first_outputs.values())
         del first_outputs, want
         auto = seconds["postfit auto"]
         result[name] = {

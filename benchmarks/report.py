@@ -266,11 +266,11 @@ def in_memory_targets(result: dict) -> list[str]:
     if paired:
         rounds = min(entry["rounds"] for entry in paired.values())
         method = (
-            "The first two columns are medians of the ratios within rounds that time the "
-            "plain estimator on one thread, with its default threads and postfit's automatic "
-            f"backend back to back ({rounds} rounds or more per estimator, in reversed order "
-            "every other round), because the machine's speed drifts between the columns "
-            "of the table above. "
+            "The first two columns are medians of the ratios within rounds. Each round times "
+            "the plain estimator with its default threads, on one thread, and postfit's "
+            f"automatic backend back to back, in reversed order every other round ({rounds} "
+            "rounds or more per estimator). The machine's speed drifts between the columns "
+            "of the table above, which are minutes apart. "
         )
     else:
         method = "The first two columns divide the best times of the table above. "

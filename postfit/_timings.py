@@ -62,12 +62,12 @@ class Timing:
 
         The run's single-thread time is at most ``elapsed`` times the worker
         count, ``bound``, so neither a call nor ``rows`` rows are predicted to
-        cost more. The rows alone are still allowed all of ``bound``, because
-        the planner weighs the work of the rows. Taking the call's cost out
-        of it had put a linear model's 2,000,000 rows (40 ms on two threads)
-        below the work that threads pay for. A first call's
-        one-time costs (imports, caches), read as the cost of a row when the
-        probes are short, had predicted ten times the work.
+        cost more. The rows alone keep all of ``bound``, because the planner
+        weighs the work of the rows: with the call's cost taken out, a linear
+        model's 2,000,000 rows (40 ms on two threads) fell below the work that
+        threads pay for. Short probes can read a first call's one-time costs
+        (imports, caches) as the cost of a row, and predicted ten times the
+        work of a linear model's 10,000 rows.
         """
         bound = elapsed * max(n_workers, 1)
         per_call = min(self.seconds_per_call, bound)

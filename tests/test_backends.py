@@ -709,7 +709,7 @@ def test_block_size_stays_within_limits(n_rows, n_workers, row_nbytes):
 
 
 def _count_speedup_checks(monkeypatch, seconds_per_row, measured):
-    """Run ``predict`` four times with faked probes; return the probes and the backends."""
+    """Run ``predict`` four times with faked probes, and return the probes and the backends."""
     measured = iter(measured)
     probes = []
     chosen = []
@@ -750,8 +750,8 @@ def test_low_speedup_checked_on_threaded_run(monkeypatch):
 
 def test_low_speedup_probed_once_more_for_long_work(monkeypatch):
     # 100,000 rows at 50 µs: 5 s of work, where processes are the other
-    # choice. The first call measured 1.2 and went to processes; the second
-    # measured again and kept 1.6; later calls measure no more.
+    # choice. The first call measured 1.2 and went to processes. The second
+    # measured again and kept 1.6, and later calls measure no more.
     probes, chosen = _count_speedup_checks(monkeypatch, 5e-5, [1.2, 1.6])
     assert len(probes) == 2
     assert chosen == ["loky", "threading", "threading", "threading"]

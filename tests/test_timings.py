@@ -124,10 +124,10 @@ def test_low_speedup_rechecked_on_threaded_run(probes, monkeypatch):
     np.testing.assert_allclose(got, model.predict(X), rtol=1e-12)
     assert chosen == ["threading"]
     assert probes["two"] == 0
-    kept = _timings.MEMORY.get(model, layout)
-    assert kept is not None
-    assert kept.speedup_probes == 2
-    assert 0.9 <= kept.two_thread_speedup <= 2.0
+    kept_timing = _timings.MEMORY.get(model, layout)
+    assert kept_timing is not None
+    assert kept_timing.speedup_probes == 2
+    assert 0.9 <= kept_timing.two_thread_speedup <= 2.0
 
 
 def test_lowered_timing_fits_within_run():

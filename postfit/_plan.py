@@ -69,6 +69,13 @@ THREADS_SCALE_MIN_SPEEDUP = 1.4
 #: 1.42 to 1.48 on short probe blocks and ran 1.6 to 1.9 times faster on two
 #: threads, so a threshold of 1.4 had let noise decide.
 THREADS_GAIN_MIN_SPEEDUP = 1.15
+#: How many times a speed-up below THREADS_SCALE_MIN_SPEEDUP is measured
+#: before it is kept: by probes, or by whole threaded runs when the work is too
+#: short for processes. A process's first threaded run pays its threads' first
+#: page faults: a linear model's took 69 to 85 ms on 2,000,000 rows, its third
+#: 40 to 45 ms.
+SPEEDUP_PROBE_CHECKS = 2
+SPEEDUP_THREADED_CHECKS = 3
 #: A probe block is timed until it takes at least this long.
 PROBE_MIN_SECONDS = 0.01
 #: Memory budget when none is given: this share of available memory ...

@@ -280,16 +280,21 @@ class _InMemoryRun:
             return
 
         speedup = timing.two_thread_speedup
-        # A low speed-up is measured once more on the next call, keeping the
-        # higher one, because the verdict is kept for five minutes. A linear
+        # A low speed-up is measured again on later calls, keeping the
+        # highest, because the verdict is kept for five minutes. A linear
         # model measured 0.86 right after dask-ml's multi-threaded BLAS calls
         # in the same process, and 1.46 one second later.
+        short_work = work < _plan.PROCESS_MIN_SECONDS
+        if short_work:
+            max_checks = _plan.SPEEDUP_THREADED_CHECKS
+        else:
+            max_checks = _plan.SPEEDUP_PROBE_CHECKS
         recheck = (
             speedup is not None
-            and timing.speedup_probes < 2
+            and timing.speedup_probes < max_checks
             and speedup < _plan.THREADS_SCALE_MIN_SPEEDUP
         )
-        if recheck and work < _plan.PROCESS_MIN_SECONDS:
+        if recheck and short_work:
             self.explore_threads(timing, layout, overhead, seconds_per_row)
             return
         if speedup is None or recheck:

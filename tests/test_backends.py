@@ -708,9 +708,14 @@ def test_block_size_stays_within_limits(n_rows, n_workers, row_nbytes):
     assert size * -(-n_rows // size) >= n_rows
 
 
-def _count_speedup_checks(monkeypatch, seconds_per_row, measured):
-    """Run ``predict`` four times with faked probes, and return the probes and the backends."""
+def _count_speedup_checks(monkeypatch, seconds_per_row, measured, threaded_pauses=()):
+    """Run ``predict`` four times with faked probes, and return the probes and the backends.
+
+    The first runs on threads sleep for ``threaded_pauses`` seconds each
+    before scoring, as slow as a process's first threaded run can be.
+    """
     measured = iter(measured)
+    threaded_pauses = iter(threaded_pauses)
     probes = []
     chosen = []
 
@@ -726,6 +731,8 @@ def _count_speedup_checks(monkeypatch, seconds_per_row, measured):
 
     def recording_run_backend(self, name, *args, **kwargs):
         chosen.append(name)
+        if name == "threading":
+            time.sleep(next(threaded_pauses, 0.0))
         return original_run_backend(self, name, *args, **kwargs)
 
     monkeypatch.setattr(_runner._InMemoryRun, "probe_one_thread", fake_probe_one_thread)
@@ -746,6 +753,23 @@ def test_low_speedup_checked_on_threaded_run(monkeypatch):
     probes, chosen = _count_speedup_checks(monkeypatch, 1e-6, [0.8])
     assert len(probes) == 1
     assert chosen == ["threading", "threading", "threading"]
+
+
+def test_low_speedup_checked_on_a_second_threaded_run(monkeypatch):
+    # 0.3 s of predicted work. The probe read 0.8, and the first threaded
+    # run took over 0.5 s (below 0.6), as a process's first one can. The third
+    # call checks threads again; it beats the predicted time (the scoring
+    # itself takes about 0.05 s), and the fourth keeps threads.
+    probes, chosen = _count_speedup_checks(monkeypatch, 3e-6, [0.8], threaded_pauses=[0.5, 0.06])
+    assert len(probes) == 1
+    assert chosen == ["threading", "threading", "threading"]
+
+
+def test_low_speedup_kept_after_two_slow_threaded_runs(monkeypatch):
+    # The probe and both threaded runs read below 1: the fourth call stays on one thread.
+    probes, chosen = _count_speedup_checks(monkeypatch, 3e-6, [0.8], threaded_pauses=[0.5, 0.5])
+    assert len(probes) == 1
+    assert chosen == ["threading", "threading"]
 
 
 def test_low_speedup_probed_once_more_for_long_work(monkeypatch):

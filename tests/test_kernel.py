@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import subprocess
+import sys
 import threading
 import time
 
@@ -302,13 +304,13 @@ def test_collector_keeps_single_block_output_without_copy():
     assert collector.result() is out
 
 
-@pytest.mark.parametrize("size", [0, 1, 2 * _kernel.TOKEN_SEGMENT_BYTES, 5 * 2**23 + 3])
+@pytest.mark.parametrize("size", [0, 1, 2**20, 5 * 2**23 + 3])
 def test_content_token_sees_every_byte(size):
     payload = bytearray(random.Random(size).randbytes(size))
     token = _kernel.content_token(payload)
     assert token == _kernel.content_token(bytes(payload))
     assert token == _kernel.content_token(memoryview(payload))
-    for position in {0, size // 2, _kernel.TOKEN_SEGMENT_BYTES, size - 1}:
+    for position in {0, size // 2, 2**20, size - 1}:
         if 0 <= position < size:
             changed = bytearray(payload)
             changed[position] ^= 1
@@ -316,31 +318,36 @@ def test_content_token_sees_every_byte(size):
     assert _kernel.content_token(payload + b"\0") != token
 
 
-def test_content_token_ignores_thread_count(monkeypatch):
-    payload = random.Random(0).randbytes(3 * _kernel.TOKEN_SEGMENT_BYTES)
-    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 1)
-    one_thread = _kernel.content_token(payload)
-    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 2)
-    assert _kernel.content_token(payload) == one_thread
-    assert _kernel.content_token(payload) == _kernel.content_token(bytearray(payload))
-
-
 def test_content_token_keeps_parts_apart():
     assert _kernel.content_token(b"ab", b"c") != _kernel.content_token(b"a", b"bc")
-    # Segments of parts larger than a segment, cut where one part ends.
-    segment = bytes(_kernel.TOKEN_SEGMENT_BYTES)
-    first = _kernel.content_token(segment + segment, b"tail")
-    assert first != _kernel.content_token(segment, segment + b"tail")
-    assert first != _kernel.content_token(segment, segment, b"tail")
+    big = bytes(2**20)
+    first = _kernel.content_token(big + big, b"tail")
+    assert first != _kernel.content_token(big, big + b"tail")
+    assert first != _kernel.content_token(big, big, b"tail")
     assert _kernel.content_token(b"abc") != _kernel.content_token(b"abc", b"")
     assert _kernel.content_token(b"abc", b"") == _kernel.content_token(bytearray(b"abc"), b"")
+    assert _kernel.content_token() != _kernel.content_token(b"")
+
+
+def test_content_token_differs_between_processes():
+    # Each process seeds its tokens, so no one can craft a model that takes
+    # the token of another process's model.
+    code = "from postfit import _kernel; print(_kernel.content_token(b'model'))"
+    tokens = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    tokens.add(_kernel.content_token(b"model"))
+    assert len(tokens) == 3
 
 
 class HoldsArray(RegressorMixin, BaseEstimator):
     """An estimator whose fitted state is one large array."""
 
     def fit(self, X, y=None):
-        self.weights_ = np.arange(3 * _kernel.TOKEN_SEGMENT_BYTES // 8, dtype=np.float64)
+        self.weights_ = np.arange(3 * 2**20, dtype=np.float64)
         self.n_features_in_ = X.shape[1]
         return self
 

@@ -17,6 +17,7 @@ the declared meta equals what the chunks compute to.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import uuid
 import warnings
@@ -42,6 +43,10 @@ __all__ = ["run_dask", "run_lazy_in_memory", "to_dask"]
 
 #: Rows that meta inference runs the method on, from the first non-empty chunk.
 META_SAMPLE_ROWS = 1
+#: Dask Array chunks are merged into chunks of at most this many bytes of input ...
+MERGED_CHUNK_MAX_BYTES = 16 * 2**20
+#: ... while each of the scheduler's threads keeps at least this many chunks.
+MERGED_MIN_CHUNKS_PER_THREAD = 2
 
 
 def _reject_route_options(route_options):
@@ -231,6 +236,13 @@ def _map_array(estimator, method, X, kwargs, user_meta):
             "Array result holds 1-D or 2-D output. Call it on an in-memory input instead."
         )
 
+    input_chunks = X.chunks[0]
+    merged = None
+    if isinstance(X._meta, np.ndarray) and isinstance(meta, np.ndarray):
+        merged = merged_row_chunks(input_chunks, _row_nbytes(X), _scheduler_threads())
+    if merged is not None:
+        # Scored as fewer, larger chunks, then cut back to the input's chunks.
+        X = X.rechunk({0: merged}, method="tasks")
     row_chunks = X.chunks[0]
     chunks = (row_chunks,) if meta.ndim == 1 else (row_chunks, (meta.shape[1],))
     axes = {}
@@ -238,7 +250,7 @@ def _map_array(estimator, method, X, kwargs, user_meta):
         axes["drop_axis"] = 1
     elif X.ndim == 1 and meta.ndim == 2:
         axes["new_axis"] = 1
-    return da.map_blocks(
+    result = da.map_blocks(
         score_chunk,
         X,
         model_node(estimator, "dask.array"),
@@ -252,6 +264,61 @@ def _map_array(estimator, method, X, kwargs, user_meta):
         name=f"postfit-{_method_name(method)}-{uuid.uuid4().hex[:12]}",
         **axes,
     )
+    if merged is not None:
+        result = result.rechunk({0: input_chunks}, method="tasks")
+    return result
+
+
+def merged_row_chunks(row_chunks, row_nbytes, n_threads):
+    """Return row chunks with runs of small neighbours merged, or None to keep them.
+
+    Each call of a model has a fixed cost, and each Dask task adds its own:
+    a 300-tree forest took 105 ms on 2,500 rows and 165 ms on 5,000.
+    Neighbours merge while the merged chunk holds at most
+    ``MERGED_CHUNK_MAX_BYTES`` of input, and every thread of the scheduler
+    keeps ``MERGED_MIN_CHUNKS_PER_THREAD`` chunks. Unknown chunk sizes are
+    kept.
+
+    Examples
+    --------
+    >>> merged_row_chunks((2500,) * 8, row_nbytes=160, n_threads=2)
+    (5000, 5000, 5000, 5000)
+    >>> merged_row_chunks((250_000,) * 8, row_nbytes=160, n_threads=2) is None
+    True
+    """
+    if any(np.isnan(size) for size in row_chunks) or row_nbytes <= 0:
+        return None
+    total = sum(row_chunks)
+    min_chunks = MERGED_MIN_CHUNKS_PER_THREAD * max(n_threads, 1)
+    limit = min(MERGED_CHUNK_MAX_BYTES // row_nbytes, total // min_chunks)
+    merged = []
+    for size in row_chunks:
+        if merged and merged[-1] + size <= limit:
+            merged[-1] += size
+        else:
+            merged.append(size)
+    if len(merged) == len(row_chunks):
+        return None
+    return tuple(merged)
+
+
+def _row_nbytes(X):
+    width = 1 if X.ndim == 1 else X.shape[1]
+    if np.isnan(width):
+        return 0
+    return int(width) * X.dtype.itemsize
+
+
+def _scheduler_threads():
+    """Return the number of threads that will likely run the graph's tasks."""
+    client = _current_client()
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except OSError as exc:
+            # distributed's CommClosedError is an OSError.
+            logger.debug("dask: counting the cluster's threads failed: %r", exc)
+    return dask.config.get("num_workers", None) or os.cpu_count() or 1
 
 
 def _map_frame(estimator, method, X, kwargs, user_meta):

@@ -32,6 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from postfit import ParallelPostFit
+from postfit._dask import MERGED_CHUNK_MAX_BYTES, merged_row_chunks
 from postfit.backends import _REGISTRY, get_backend
 from postfit.exceptions import ColumnOrderWarning
 
@@ -556,6 +557,84 @@ def test_output_option_rejected_for_dask_input():
         ParallelPostFit(estimator)._post_fit(
             "predict", da.from_array(X, chunks=50), output="out.parquet"
         )
+
+
+# Small chunks scored merged ---------------------------------------------------------
+
+
+def _scoring_tasks(lazy, method):
+    """Return the keys of the graph's scoring tasks, those of postfit's map_blocks layer."""
+    return [
+        key
+        for key in dict(lazy.__dask_graph__())
+        if isinstance(key, tuple) and str(key[0]).startswith(f"postfit-{method}-")
+    ]
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_small_chunks_scored_merged(method):
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(X, chunks=(5, 4))
+
+    with dask.config.set(num_workers=2):
+        lazy = getattr(ParallelPostFit(estimator), method)(dX)
+
+    # Two threads keep four chunks at least: 150 rows merge into chunks of
+    # at most 37 rows, seven input chunks of 5 each.
+    assert merged_row_chunks(dX.chunks[0], 32, 2) == (35, 35, 35, 35, 10)
+    assert len(_scoring_tasks(lazy, method)) == 5
+    assert lazy.chunks[0] == dX.chunks[0]
+    assert_lazy_eq(lazy, getattr(estimator, method)(X), dX)
+
+
+def test_merged_chunks_keep_empty_chunks():
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(X, chunks=((0, 10, 0, 10, 10, 0, 20, 100, 0), (4,)))
+
+    with dask.config.set(num_workers=1):
+        lazy = ParallelPostFit(estimator).predict_proba(dX)
+
+    assert len(_scoring_tasks(lazy, "predict_proba")) < dX.numblocks[0]
+    assert lazy.chunks[0] == dX.chunks[0]
+    assert_lazy_eq(lazy, estimator.predict_proba(X), dX)
+
+
+def test_sparse_chunks_not_merged():
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(sp.csr_matrix(X), chunks=(5, 4), asarray=False)
+
+    with dask.config.set(num_workers=2):
+        lazy = ParallelPostFit(estimator).predict(dX)
+
+    assert len(_scoring_tasks(lazy, "predict")) == 30
+    assert_lazy_eq(lazy, estimator.predict(X), dX)
+
+
+@pytest.mark.parametrize(
+    ("row_chunks", "row_nbytes", "n_threads", "expected"),
+    [
+        # Each thread keeps two chunks: at most 1,000 / 4 rows a chunk.
+        ((100,) * 10, 8, 2, (200, 200, 200, 200, 200)),
+        # The byte limit: at most 250 rows a chunk.
+        ((100,) * 10, MERGED_CHUNK_MAX_BYTES // 250, 1, (200, 200, 200, 200, 200)),
+        # Large chunks stay as they are, and small neighbours merge around them.
+        ((10, 1000, 10, 10), 8, 1, (10, 1000, 20)),
+        # Zero-size chunks join their neighbours.
+        ((0, 5, 0, 5), 8, 1, (5, 5)),
+        # Nothing to merge.
+        ((250_000,) * 8, 160, 2, None),
+        ((10,), 8, 1, None),
+        # Unknown sizes are kept.
+        ((math.nan, math.nan), 8, 1, None),
+        # Rows of unknown width.
+        ((10, 10), 0, 1, None),
+    ],
+)
+def test_merged_row_chunks(row_chunks, row_nbytes, n_threads, expected):
+    assert merged_row_chunks(row_chunks, row_nbytes, n_threads) == expected
 
 
 # The model in the graph ------------------------------------------------------------

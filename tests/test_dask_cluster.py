@@ -121,6 +121,28 @@ def test_lazy_result_unpickles_model_once_per_worker(dask_client, tmp_path):  # 
     assert set(counts.values()) == {1}, counts
 
 
+def test_small_chunks_merged_for_cluster_threads(dask_client):  # noqa: F811
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(X, chunks=(5, 4))
+
+    # The cluster's threads size the merged chunks, not the local scheduler's
+    # num_workers, which would keep 16 chunks of at most 9 rows.
+    with dask_client.as_current(), dask.config.set(num_workers=8):
+        lazy = ParallelPostFit(estimator).predict_proba(dX)
+        out = lazy.compute()
+
+    scoring_keys = [
+        key
+        for key in dict(lazy.__dask_graph__())
+        if isinstance(key, tuple) and str(key[0]).startswith("postfit-predict_proba-")
+    ]
+    assert sum(dask_client.nthreads().values()) == N_WORKERS
+    assert len(scoring_keys) == 5
+    assert lazy.chunks[0] == dX.chunks[0]
+    np.testing.assert_allclose(out, estimator.predict_proba(X), rtol=RTOL)
+
+
 def test_worker_imports_leave_no_tasks(dask_client):  # noqa: F811
     X, y = _iris()
     estimator = LogisticRegression(max_iter=1000).fit(X, y)

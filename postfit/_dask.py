@@ -238,7 +238,10 @@ def _map_array(estimator, method, X, kwargs, user_meta):
 
     input_chunks = X.chunks[0]
     merged = None
-    if isinstance(X._meta, np.ndarray) and isinstance(meta, np.ndarray):
+    # An object array's itemsize is that of a pointer, so its chunks' size in
+    # memory (text documents, say) is unknown and they are not merged.
+    mergeable = isinstance(X._meta, np.ndarray) and X.dtype != object
+    if mergeable and isinstance(meta, np.ndarray):
         merged = merged_row_chunks(input_chunks, _row_nbytes(X), _scheduler_threads())
     if merged is not None:
         # Scored as fewer, larger chunks, then cut back to the input's chunks.

@@ -613,6 +613,21 @@ def test_sparse_chunks_not_merged():
     assert_lazy_eq(lazy, estimator.predict(X), dX)
 
 
+def test_object_chunks_not_merged():
+    texts = np.array([f"word{i % 7} other{i % 3}" for i in range(200)], dtype=object)
+    labels = np.arange(200) % 2
+    pipeline = make_pipeline(HashingVectorizer(n_features=64), SGDClassifier(random_state=0)).fit(
+        texts, labels
+    )
+    dX = da.from_array(texts, chunks=10)
+
+    with dask.config.set(num_workers=2):
+        lazy = ParallelPostFit(pipeline).predict(dX)
+
+    assert len(_scoring_tasks(lazy, "predict")) == 20
+    assert_lazy_eq(lazy, pipeline.predict(texts), dX)
+
+
 @pytest.mark.parametrize(
     ("row_chunks", "row_nbytes", "n_threads", "expected"),
     [

@@ -21,7 +21,14 @@ import joblib
 import sklearn
 
 from . import _plan, _timings
-from ._blocks import OutputCollector, has_index, n_rows, sliceable_rows, take_rows
+from ._blocks import (
+    PLACED,
+    OutputCollector,
+    has_index,
+    n_rows,
+    sliceable_rows,
+    take_rows,
+)
 from ._errors import attach_block
 from ._kernel import (
     Block,
@@ -104,13 +111,15 @@ def execute_blocks(
     restore_names=False,
     sink=None,
     n_cores=None,
+    place=None,
 ):
     """Run ``method`` on every block through ``backend`` and pass results to ``on_result``.
 
     This is the loop shared by every source and sink: the model is shipped
     once, then blocks are scored with at most ``max_in_flight`` pending.
     ``on_result(block, result)`` runs in the calling thread, in completion
-    order.
+    order. On a thread backend, each worker first offers its output to
+    ``place(start, stop, out)``, and the result is ``PLACED`` when taken.
     """
     n_cores = n_cores or joblib.cpu_count()
     inner = backend.inner_threads(n_cores)
@@ -134,8 +143,15 @@ def execute_blocks(
             sink=sink,
             config=config,
         )
+        if place is not None and backend.shares_gil:
+            func = partial(_score_and_place, func, place)
         for block, result in backend.imap_unordered(func, blocks, max_in_flight):
             on_result(block, result)
+
+
+def _score_and_place(score, place, block):
+    out = score(block)
+    return PLACED if place(block.start, block.stop, out) else out
 
 
 def _iter_blocks(X, slicer, start, stop, block_size, first_index):
@@ -497,6 +513,7 @@ class _InMemoryRun:
                     max_in_flight=in_flight,
                     kwargs=self.kwargs,
                     restore_names=self.restore_names,
+                    place=self.collector.place,
                 )
         finally:
             backend.close()

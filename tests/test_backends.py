@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import LinearRegression
 
 from postfit import ParallelPostFit, _plan, _runner
+from postfit._blocks import OutputCollector
 from postfit.backends import _REGISTRY as REGISTRY
 from postfit.backends import (
     Backend,
@@ -708,6 +709,28 @@ def test_block_size_stays_within_limits(n_rows, n_workers, row_nbytes):
     assert size * -(-n_rows // size) >= n_rows
 
 
+def test_threads_place_outputs_in_result(monkeypatch):
+    X = np.arange(40_000.0).reshape(20_000, 2)
+    estimator = RecordsCollector().fit(X[:5])
+    placed = []
+    original_place = OutputCollector.place
+
+    def counting_place(self, start, stop, out):
+        taken = original_place(self, start, stop, out)
+        placed.append((threading.current_thread().name, taken))
+        return taken
+
+    monkeypatch.setattr(OutputCollector, "place", counting_place)
+    got = ParallelPostFit(estimator, backend="threading", n_jobs=2, block_size=1_000).predict(X)
+
+    np.testing.assert_array_equal(got, X[:, 0])
+    # Outputs that finish before the calling thread creates the array come
+    # back to it, and the later ones are placed by the worker threads.
+    assert len(placed) == 20
+    assert sum(taken for _, taken in placed) >= 10
+    assert all(name != threading.main_thread().name for name, _ in placed)
+
+
 def _count_speedup_checks(monkeypatch, seconds_per_row, measured, threaded_pauses=()):
     """Run ``predict`` four times with faked probes, and return the probes and the backends.
 
@@ -755,17 +778,17 @@ def test_low_speedup_checked_on_threaded_run(monkeypatch):
     assert chosen == ["threading", "threading", "threading"]
 
 
-def test_low_speedup_checked_on_a_second_threaded_run(monkeypatch):
+def test_low_speedup_second_threaded_check(monkeypatch):
     # 0.3 s of predicted work. The probe read 0.8, and the first threaded
     # run took over 0.5 s (below 0.6), as a process's first one can. The third
-    # call checks threads again; it beats the predicted time (the scoring
-    # itself takes about 0.05 s), and the fourth keeps threads.
+    # call checks threads again and beats the predicted time, because the
+    # scoring itself takes about 0.05 s. The fourth call keeps threads.
     probes, chosen = _count_speedup_checks(monkeypatch, 3e-6, [0.8], threaded_pauses=[0.5, 0.06])
     assert len(probes) == 1
     assert chosen == ["threading", "threading", "threading"]
 
 
-def test_low_speedup_kept_after_two_slow_threaded_runs(monkeypatch):
+def test_low_speedup_kept_after_two_slow_runs(monkeypatch):
     # The probe and both threaded runs read below 1: the fourth call stays on one thread.
     probes, chosen = _count_speedup_checks(monkeypatch, 3e-6, [0.8], threaded_pauses=[0.5, 0.5])
     assert len(probes) == 1

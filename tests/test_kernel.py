@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import pickle
 import random
 import subprocess
@@ -20,7 +21,7 @@ from sklearn.preprocessing import OneHotEncoder, PowerTransformer
 from threadpoolctl import threadpool_info
 
 from postfit import ParallelPostFit, _kernel
-from postfit._blocks import EmptyOutput, OutputCollector, empty_like
+from postfit._blocks import PLACED, EmptyOutput, OutputCollector, empty_like
 from postfit._kernel import Block, ModelRef, pickle_model, resolve_model, run_block
 from postfit._meta import infer_meta
 from postfit.exceptions import BlockError
@@ -295,6 +296,74 @@ def test_meta_without_rows_or_attributes_raises():
     transformer = PowerTransformer().fit(np.eye(3))
     with pytest.raises(ValueError, match="Pass transform_meta="):
         infer_meta(transformer, "transform")
+
+
+def test_collector_place_needs_the_array():
+    collector = OutputCollector(6)
+    assert not collector.place(2, 4, np.ones((2, 3)))
+
+    collector.add(0, 0, 2, np.zeros((2, 3)))
+
+    assert collector.place(2, 4, np.ones((2, 3)))
+    assert collector.add(1, 2, 4, PLACED) is None
+    collector.add(2, 4, 6, np.full((2, 3), 2.0))
+    expected = np.repeat([0.0, 1.0, 2.0], 6).reshape(6, 3)
+    np.testing.assert_array_equal(collector.result(), expected)
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.ones((2, 3), dtype=np.float32),
+        np.ones((2, 4)),
+        np.ones((3, 3)),
+        pd.DataFrame(np.ones((2, 3))),
+        sp.csr_matrix(np.ones((2, 3))),
+        EmptyOutput(),
+    ],
+    ids=["dtype", "width", "rows", "frame", "sparse", "empty"],
+)
+def test_collector_place_rejects_other_outputs(out):
+    collector = OutputCollector(6)
+    collector.add(0, 0, 2, np.zeros((2, 3)))
+    assert not collector.place(2, 4, out)
+
+
+def test_collector_place_needs_row_offsets():
+    collector = OutputCollector(6)
+    collector.add(0, 0, 2, np.zeros((2, 3)))
+    assert not collector.place(None, None, np.ones((2, 3)))
+
+
+def test_collector_promotes_while_threads_place():
+    # Worker threads place int32 blocks while the calling thread adds float64
+    # blocks, which replaces the array by a promoted copy: no write is lost.
+    n_blocks, rows = 400, 50
+    collector = OutputCollector(n_blocks * rows)
+    collector.add(0, 0, rows, np.zeros((rows, 2), dtype=np.int32))
+
+    def block(i, dtype):
+        return np.full((rows, 2), i, dtype=dtype)
+
+    def place(i):
+        return collector.place(i * rows, (i + 1) * rows, block(i, np.int32))
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        futures = {i: pool.submit(place, i) for i in range(1, n_blocks) if i % 50}
+        for i in range(50, n_blocks, 50):
+            collector.add(i, i * rows, (i + 1) * rows, block(i, np.float64) + 0.5)
+        # As in a run, the calling thread adds the blocks that were not placed.
+        for i, future in futures.items():
+            if not future.result():
+                collector.add(i, i * rows, (i + 1) * rows, block(i, np.int32))
+
+    result = collector.result()
+    expected = np.repeat(np.arange(n_blocks, dtype=np.float64), rows)
+    expected[np.repeat(np.arange(n_blocks) % 50 == 0, rows)] += 0.5
+    expected[:rows] = 0.0
+    assert result.dtype == np.float64
+    np.testing.assert_array_equal(result[:, 0], expected)
+    np.testing.assert_array_equal(result[:, 1], expected)
 
 
 def test_collector_keeps_single_block_output_without_copy():

@@ -43,7 +43,7 @@ __all__ = ["run_dask", "run_lazy_in_memory", "to_dask"]
 
 #: Rows that meta inference runs the method on, from the first non-empty chunk.
 META_SAMPLE_ROWS = 1
-#: Dask Array chunks are merged into chunks of at most this many bytes of input ...
+#: Merged Dask Array chunks hold at most this many bytes of input or output rows ...
 MERGED_CHUNK_MAX_BYTES = 16 * 2**20
 #: ... while each of the scheduler's threads keeps at least this many chunks.
 MERGED_MIN_CHUNKS_PER_THREAD = 2
@@ -58,7 +58,17 @@ def _reject_route_options(route_options):
 
 
 def run_dask(
-    wrapper, estimator, method, X, options, kwargs, *, execute=None, output=None, **route_options
+    wrapper,
+    estimator,
+    method,
+    X,
+    options,
+    kwargs,
+    *,
+    execute=None,
+    output=None,
+    merge_chunks=True,
+    **route_options,
 ):
     """Run ``method`` on a Dask collection and return the lazy result, or compute it.
 
@@ -71,7 +81,9 @@ def run_dask(
         Name of the post-fit method.
     X : dask.array.Array, dask.dataframe.DataFrame or dask.dataframe.Series
     options : RunOptions
-        The wrapper's run options (unused: Dask's scheduler runs the chunks).
+        The wrapper's run options. Dask's scheduler runs the chunks, and small
+        chunks are merged only while ``block_size`` and ``memory_budget`` are
+        automatic.
     kwargs : dict
         Keyword arguments of the method.
     execute : bool, optional
@@ -79,6 +91,8 @@ def run_dask(
     output : None
         File outputs are written with the lazy result's own writers
         (``to_parquet``, ``to_zarr``), so this must be None.
+    merge_chunks : bool
+        False keeps the chunks as they are, for inputs that postfit cut itself.
 
     Returns
     -------
@@ -108,7 +122,14 @@ def run_dask(
             "clf.predict(ddf).to_frame().to_parquet(path) or clf.predict(darr).to_zarr(path)."
         )
     user_meta = wrapper._meta_for(method) if isinstance(method, str) else None
-    result = map_collection(estimator, method, X, kwargs or {}, user_meta)
+    # A block size or memory budget that the user set bounds each call, so
+    # the user's chunks are then scored as they are.
+    merge_chunks = (
+        merge_chunks
+        and options.block_size == "auto"
+        and _plan.is_auto_budget(options.memory_budget)
+    )
+    result = map_collection(estimator, method, X, kwargs or {}, user_meta, merge_chunks)
     if execute:
         return result.compute()
     return result
@@ -122,7 +143,10 @@ def run_lazy_in_memory(wrapper, estimator, method, X, options, kwargs, **route_o
     """
     _reject_route_options(route_options)
     lazy_input = to_dask(X, options)
-    return run_dask(wrapper, estimator, method, lazy_input, options, kwargs, execute=False)
+    # The planner cut these chunks within the memory budget already.
+    return run_dask(
+        wrapper, estimator, method, lazy_input, options, kwargs, execute=False, merge_chunks=False
+    )
 
 
 def to_dask(X, options):
@@ -176,10 +200,14 @@ def _block_size(X, options):
 # Building the graph -----------------------------------------------------------
 
 
-def map_collection(estimator, method, X, kwargs, user_meta=None):
-    """Return the lazy output of ``method`` on the Dask collection X."""
+def map_collection(estimator, method, X, kwargs, user_meta=None, merge_chunks=False):
+    """Return the lazy output of ``method`` on the Dask collection X.
+
+    With ``merge_chunks``, small chunks of a Dask Array are scored merged
+    (see :func:`merged_row_chunks`).
+    """
     if isinstance(X, da.Array):
-        return _map_array(estimator, method, X, kwargs, user_meta)
+        return _map_array(estimator, method, X, kwargs, user_meta, merge_chunks)
     if isinstance(X, (dd.DataFrame, dd.Series)):
         return _map_frame(estimator, method, X, kwargs, user_meta)
     raise TypeError(
@@ -217,7 +245,7 @@ def _current_client():
     return current_client(required=False)
 
 
-def _map_array(estimator, method, X, kwargs, user_meta):
+def _map_array(estimator, method, X, kwargs, user_meta, merge_chunks):
     if X.ndim not in (1, 2):
         raise ValueError(
             f"X has {X.ndim} dimensions (shape {X.shape}), but estimators take 1-D or 2-D "
@@ -237,14 +265,23 @@ def _map_array(estimator, method, X, kwargs, user_meta):
         )
 
     input_chunks = X.chunks[0]
-    merged = None
+    merged = first_chunks = None
     # An object array's itemsize is that of a pointer, so its chunks' size in
     # memory (text documents, say) is unknown and they are not merged.
-    mergeable = isinstance(X._meta, np.ndarray) and X.dtype != object
-    if mergeable and isinstance(meta, np.ndarray):
-        merged = merged_row_chunks(input_chunks, _row_nbytes(X), _scheduler_threads())
-    if merged is not None:
+    mergeable = (
+        merge_chunks
+        and isinstance(X._meta, np.ndarray)
+        and X.dtype != object
+        and isinstance(meta, np.ndarray)
+        and meta.dtype != object
+    )
+    plan = None
+    if mergeable:
+        row_nbytes = max(_row_nbytes(X), _row_nbytes(meta))
+        plan = _merge_plan(input_chunks, row_nbytes, _scheduler_threads())
+    if plan is not None:
         # Scored as fewer, larger chunks, then cut back to the input's chunks.
+        merged, first_chunks = plan
         X = X.rechunk({0: merged}, method="tasks")
     row_chunks = X.chunks[0]
     chunks = (row_chunks,) if meta.ndim == 1 else (row_chunks, (meta.shape[1],))
@@ -261,6 +298,7 @@ def _map_array(estimator, method, X, kwargs, user_meta):
         kwargs,
         restore_names,
         meta,
+        first_chunks,
         chunks=chunks,
         meta=meta,
         dtype=meta.dtype,
@@ -278,9 +316,10 @@ def merged_row_chunks(row_chunks, row_nbytes, n_threads):
     Each call of a model has a fixed cost, and each Dask task adds its own:
     a 300-tree forest took 105 ms on 2,500 rows and 165 ms on 5,000.
     Neighbours merge while the merged chunk holds at most
-    ``MERGED_CHUNK_MAX_BYTES`` of input, and every thread of the scheduler
-    keeps ``MERGED_MIN_CHUNKS_PER_THREAD`` chunks. Unknown chunk sizes are
-    kept.
+    ``MERGED_CHUNK_MAX_BYTES`` of rows of ``row_nbytes`` (the larger of an
+    input and an output row), and every thread of the scheduler keeps
+    ``MERGED_MIN_CHUNKS_PER_THREAD`` chunks. Unknown chunk sizes and inputs
+    without rows are kept.
 
     Examples
     --------
@@ -289,27 +328,42 @@ def merged_row_chunks(row_chunks, row_nbytes, n_threads):
     >>> merged_row_chunks((250_000,) * 8, row_nbytes=160, n_threads=2) is None
     True
     """
+    plan = _merge_plan(row_chunks, row_nbytes, n_threads)
+    return None if plan is None else plan[0]
+
+
+def _merge_plan(row_chunks, row_nbytes, n_threads):
+    """Return the merged chunk sizes and the first input chunk of each, or None.
+
+    The second tuple ends with the input's chunk count, so merged chunk
+    ``k`` holds input chunks ``firsts[k]`` to ``firsts[k + 1] - 1``.
+    """
     if any(np.isnan(size) for size in row_chunks) or row_nbytes <= 0:
         return None
     total = sum(row_chunks)
+    if total == 0:
+        # Dask cannot cut an empty 1-D array back into several chunks.
+        return None
     min_chunks = MERGED_MIN_CHUNKS_PER_THREAD * max(n_threads, 1)
     limit = min(MERGED_CHUNK_MAX_BYTES // row_nbytes, total // min_chunks)
-    merged = []
-    for size in row_chunks:
-        if merged and merged[-1] + size <= limit:
-            merged[-1] += size
+    sizes, firsts = [], []
+    for index, size in enumerate(row_chunks):
+        if sizes and sizes[-1] + size <= limit:
+            sizes[-1] += size
         else:
-            merged.append(size)
-    if len(merged) == len(row_chunks):
+            sizes.append(size)
+            firsts.append(index)
+    if len(sizes) == len(row_chunks):
         return None
-    return tuple(merged)
+    return tuple(sizes), (*firsts, len(row_chunks))
 
 
-def _row_nbytes(X):
-    width = 1 if X.ndim == 1 else X.shape[1]
+def _row_nbytes(array):
+    """Return the bytes of one row of a Dask Array or a NumPy meta, or 0 when unknown."""
+    width = 1 if array.ndim == 1 else array.shape[1]
     if np.isnan(width):
         return 0
-    return int(width) * X.dtype.itemsize
+    return int(width) * array.dtype.itemsize
 
 
 def _scheduler_threads():

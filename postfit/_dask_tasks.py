@@ -26,15 +26,24 @@ def load_model(model) -> None:
     resolve_model(model)
 
 
-def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=None):
-    """Score one chunk of a Dask Array and return the output as ``meta``'s type."""
-    index, start, stop = 0, None, None
+def score_chunk(
+    data, model, method, kwargs, restore_names, meta, first_chunks=None, block_info=None
+):
+    """Score one chunk of a Dask Array and return the output as ``meta``'s type.
+
+    ``first_chunks`` holds, for each chunk of a merged array, the index of
+    the first input chunk in it plus the input's chunk count at the end, so
+    that errors name the user's chunks rather than the merged ones.
+    """
+    index, start, stop, last_index = 0, None, None, None
     if block_info is not None and 0 in block_info:
         index = block_info[0]["chunk-location"][0]
         start, stop = block_info[0]["array-location"][0]
         if np.isnan(start) or np.isnan(stop):
             start = stop = None
-    block = Block(index, start, stop, data)
+    if first_chunks is not None:
+        index, last_index = first_chunks[index], first_chunks[index + 1] - 1
+    block = Block(index, start, stop, data, last_index)
     with attach_block(block), block_heap():
         out = run_block(model, method, block, kwargs, restore_names=restore_names)
 

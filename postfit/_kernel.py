@@ -197,11 +197,17 @@ class Block:
     start: int | None
     stop: int | None
     data: Any = field(repr=False)
+    #: Index of the last input block that this block merges, when it merges several.
+    last_index: int | None = None
 
     def describe(self) -> str:
+        if self.last_index is not None and self.last_index != self.index:
+            name = f"blocks {self.index} to {self.last_index}"
+        else:
+            name = f"block {self.index}"
         if self.start is None:
-            return f"block {self.index}"
-        return f"block {self.index} (rows {self.start} to {self.stop})"
+            return name
+        return f"{name} (rows {self.start} to {self.stop})"
 
 
 def _thread_controller():

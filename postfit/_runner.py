@@ -351,7 +351,7 @@ class _InMemoryRun:
         run that ended with the estimator's own threads misled the next
         call's probe. A whole run on threads is timed instead, against the
         single-thread time that the kept cost per row predicts. At worst, an
-        estimator that holds the GIL runs one short call on threads.
+        estimator that holds the GIL runs two short calls on threads.
         """
         remaining = self.n - self.position
         started = time.perf_counter()

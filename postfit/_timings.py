@@ -42,7 +42,8 @@ class Timing:
     #: Two threads' speed-up over one; None until a run was large enough to measure it.
     two_thread_speedup: float | None
     taken_at: float
-    #: How many times the speed-up was measured. A low one is measured once more.
+    #: How many times the speed-up was measured. A low one is measured again, up
+    #: to ``SPEEDUP_PROBE_CHECKS`` or ``SPEEDUP_THREADED_CHECKS`` times in all.
     speedup_probes: int = 0
 
     def single_thread_seconds(self, rows: int) -> float:

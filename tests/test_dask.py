@@ -24,6 +24,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest, RandomForestClassifier
 from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.kernel_approximation import RBFSampler
 from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier
 from sklearn.metrics import accuracy_score
 from sklearn.mixture import GaussianMixture
@@ -31,6 +32,7 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import postfit._dask
 from postfit import ParallelPostFit
 from postfit._dask import MERGED_CHUNK_MAX_BYTES, merged_row_chunks
 from postfit.backends import _REGISTRY, get_backend
@@ -611,6 +613,81 @@ def test_sparse_chunks_not_merged():
 
     assert len(_scoring_tasks(lazy, "predict")) == 30
     assert_lazy_eq(lazy, estimator.predict(X), dX)
+
+
+@pytest.mark.parametrize(("n_components", "merged"), [(10, True), (1_000, False)])
+def test_wide_output_limits_merging(n_components, merged, monkeypatch):
+    X, _ = _iris()
+    sampler = RBFSampler(n_components=n_components, random_state=0).fit(X)
+    dX = da.from_array(X, chunks=(10, 4))
+    # 64 KiB hold 8 output rows of 1,000 float64 columns, fewer than one
+    # chunk, and 819 rows of 10 columns.
+    monkeypatch.setattr(postfit._dask, "MERGED_CHUNK_MAX_BYTES", 64 * 2**10)
+
+    with dask.config.set(num_workers=2):
+        lazy = ParallelPostFit(sampler).transform(dX)
+
+    tasks = len(_scoring_tasks(lazy, "transform"))
+    assert (tasks < dX.numblocks[0]) is merged
+    assert lazy.chunks[0] == dX.chunks[0]
+    np.testing.assert_allclose(lazy.compute(), sampler.transform(X), rtol=RTOL)
+
+
+@pytest.mark.parametrize(
+    "options", [{"block_size": 10}, {"memory_budget": "512MiB"}], ids=["block_size", "budget"]
+)
+def test_user_sizes_keep_chunks(options):
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(X, chunks=(5, 4))
+
+    with dask.config.set(num_workers=2):
+        lazy = ParallelPostFit(estimator, **options).predict(dX)
+
+    assert len(_scoring_tasks(lazy, "predict")) == 30
+    assert_lazy_eq(lazy, estimator.predict(X), dX)
+
+
+def test_lazy_in_memory_keeps_planned_chunks():
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+
+    with dask.config.set(num_workers=2):
+        lazy = ParallelPostFit(estimator, block_size=10).predict_proba(X, execute=False)
+
+    assert lazy.chunks[0] == (10,) * 15
+    assert len(_scoring_tasks(lazy, "predict_proba")) == 15
+    np.testing.assert_allclose(lazy.compute(), estimator.predict_proba(X), rtol=RTOL)
+
+
+def test_merged_chunk_error_names_input_chunks():
+    X, y = _iris()
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    X_bad = np.concatenate([X, X, X])[:400].copy()
+    X_bad[125, 0] = np.inf
+    dX = da.from_array(X_bad, chunks=(10, 4))
+
+    with dask.config.set(num_workers=2):
+        lazy = ParallelPostFit(pipeline).predict(dX)
+    with pytest.raises(ValueError, match="infinity") as info:
+        lazy.compute(scheduler="sync")
+
+    # Two threads keep four chunks: the 10-row chunks merge ten at a time.
+    notes = getattr(info.value, "__notes__", [])
+    assert any("blocks 10 to 19 (rows 100 to 200)" in note for note in notes), notes
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_all_empty_chunks_kept(method):
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(X[:0], chunks=((0, 0, 0), (4,)))
+
+    with dask.config.set(num_workers=1):
+        lazy = getattr(ParallelPostFit(estimator), method)(dX)
+
+    assert lazy.chunks[0] == (0, 0, 0)
+    assert lazy.compute().shape[0] == 0
 
 
 def test_object_chunks_not_merged():

@@ -298,6 +298,13 @@ def test_meta_without_rows_or_attributes_raises():
         infer_meta(transformer, "transform")
 
 
+def test_block_describes_merged_blocks():
+    assert Block(3, 30, 40, None).describe() == "block 3 (rows 30 to 40)"
+    assert Block(3, 30, 40, None, last_index=3).describe() == "block 3 (rows 30 to 40)"
+    assert Block(3, 30, 60, None, last_index=5).describe() == "blocks 3 to 5 (rows 30 to 60)"
+    assert Block(3, None, None, None, last_index=5).describe() == "blocks 3 to 5"
+
+
 def test_collector_place_needs_the_array():
     collector = OutputCollector(6)
     assert not collector.place(2, 4, np.ones((2, 3)))

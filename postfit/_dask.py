@@ -227,12 +227,25 @@ def model_node(estimator, collection_module):
     fresh worker, that import delayed the first chunk by 0.26 s.
     """
     client = _current_client()
-    if client is not None:
+    if client is not None and _has_workers(client):
         from .backends.dask import scatter_model
 
         return scatter_model(client, estimator, extra_modules=[collection_module])
+    if client is not None:
+        # An adaptive cluster may have no workers until the graph is computed,
+        # and nothing can be scattered to none, so the graph carries the model.
+        logger.debug("dask: the cluster has no workers yet, so the graph holds the model")
     name = f"postfit-model-{uuid.uuid4().hex}"
     return dask.delayed(estimator, name=name, traverse=False)
+
+
+def _has_workers(client) -> bool:
+    try:
+        return bool(client.nthreads())
+    except OSError as exc:
+        # distributed's CommClosedError is an OSError.
+        logger.debug("dask: listing the cluster's workers failed: %r", exc)
+        return False
 
 
 def _current_client():
@@ -276,9 +289,10 @@ def _map_array(estimator, method, X, kwargs, user_meta, merge_chunks):
         and meta.dtype != object
     )
     plan = None
-    if mergeable:
+    n_threads = _scheduler_threads() if mergeable else None
+    if n_threads is not None:
         row_nbytes = max(_row_nbytes(X), _row_nbytes(meta))
-        plan = _merge_plan(input_chunks, row_nbytes, _scheduler_threads())
+        plan = _merge_plan(input_chunks, row_nbytes, n_threads)
     if plan is not None:
         # Scored as fewer, larger chunks, then cut back to the input's chunks.
         merged, first_chunks = plan
@@ -315,7 +329,7 @@ def merged_row_chunks(row_chunks, row_nbytes, n_threads):
 
     Each call of a model has a fixed cost, and each Dask task adds its own:
     a 300-tree forest took 105 ms on 2,500 rows and 165 ms on 5,000.
-    Neighbours merge while the merged chunk holds at most
+    Neighbours merge while the merged chunk contains at most
     ``MERGED_CHUNK_MAX_BYTES`` of rows of ``row_nbytes`` (the larger of an
     input and an output row), and every thread of the scheduler keeps
     ``MERGED_MIN_CHUNKS_PER_THREAD`` chunks. Unknown chunk sizes and inputs
@@ -367,14 +381,19 @@ def _row_nbytes(array):
 
 
 def _scheduler_threads():
-    """Return the number of threads that will likely run the graph's tasks."""
+    """Return the number of threads that will likely run the graph's tasks, or None.
+
+    None means a ``distributed`` cluster without workers for now (adaptive,
+    or still starting), whose size is unknown until the graph runs.
+    """
     client = _current_client()
     if client is not None:
         try:
-            return max(1, sum(client.nthreads().values()))
+            return sum(client.nthreads().values()) or None
         except OSError as exc:
             # distributed's CommClosedError is an OSError.
             logger.debug("dask: counting the cluster's threads failed: %r", exc)
+            return None
     return dask.config.get("num_workers", None) or os.cpu_count() or 1
 
 

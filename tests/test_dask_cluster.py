@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import require_loopback_only
 from dask_fixtures import (
     N_WORKERS,
     CountingLogisticRegression,
@@ -140,6 +141,40 @@ def test_small_chunks_merged_for_cluster_threads(dask_client):  # noqa: F811
     assert sum(dask_client.nthreads().values()) == N_WORKERS
     assert len(scoring_keys) == 5
     assert lazy.chunks[0] == dX.chunks[0]
+    np.testing.assert_allclose(out, estimator.predict_proba(X), rtol=RTOL)
+
+
+def test_lazy_result_on_cluster_without_workers():
+    # An adaptive cluster may have no workers until the graph is computed:
+    # the model then travels in the graph, and the chunks stay unmerged.
+    from distributed import Client, LocalCluster
+
+    require_loopback_only()
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(X, chunks=(10, 4))
+    with (
+        LocalCluster(
+            n_workers=0,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        client.as_current(),
+    ):
+        lazy = ParallelPostFit(estimator).predict_proba(dX)
+        cluster.scale(1)
+        client.wait_for_workers(1, timeout=60)
+        out = lazy.compute()
+
+    scoring_keys = [
+        key
+        for key in dict(lazy.__dask_graph__())
+        if isinstance(key, tuple) and str(key[0]).startswith("postfit-predict_proba-")
+    ]
+    assert len(scoring_keys) == dX.numblocks[0]
     np.testing.assert_allclose(out, estimator.predict_proba(X), rtol=RTOL)
 
 

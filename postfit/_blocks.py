@@ -254,7 +254,7 @@ class _Placed:
         return "PLACED"
 
 
-#: What a worker thread returns once :meth:`OutputCollector.place` took its output.
+#: Marker that a worker thread returns once :meth:`OutputCollector.place` took its output.
 PLACED = _Placed()
 
 
@@ -297,7 +297,8 @@ class OutputCollector:
         once the first block has created the array through :meth:`add`.
         The worker then returns :data:`PLACED` for its block, so the calling
         thread neither copies nor pages in every output alone: a linear
-        model's 2,000,000 rows ran 6% faster this way.
+        model's 2,000,000 rows ran about 4% faster this way (41.2 against
+        42.9 ms, medians of alternating calls).
         """
         with self._array_lock:
             array = self._array

@@ -227,25 +227,26 @@ def model_node(estimator, collection_module):
     fresh worker, that import delayed the first chunk by 0.26 s.
     """
     client = _current_client()
-    if client is not None and _has_workers(client):
+    if client is not None and _cluster_threads(client):
         from .backends.dask import scatter_model
 
         return scatter_model(client, estimator, extra_modules=[collection_module])
     if client is not None:
         # An adaptive cluster may have no workers until the graph is computed,
         # and nothing can be scattered to none, so the graph carries the model.
-        logger.debug("dask: the cluster has no workers yet, so the graph holds the model")
+        logger.debug("dask: the cluster has no workers yet, so the graph contains the model")
     name = f"postfit-model-{uuid.uuid4().hex}"
     return dask.delayed(estimator, name=name, traverse=False)
 
 
-def _has_workers(client) -> bool:
+def _cluster_threads(client) -> int:
+    """Return the number of worker threads of ``client``'s cluster, 0 when it cannot tell."""
     try:
-        return bool(client.nthreads())
+        return sum(client.nthreads().values())
     except OSError as exc:
         # distributed's CommClosedError is an OSError.
-        logger.debug("dask: listing the cluster's workers failed: %r", exc)
-        return False
+        logger.debug("dask: counting the cluster's threads failed: %r", exc)
+        return 0
 
 
 def _current_client():
@@ -278,7 +279,6 @@ def _map_array(estimator, method, X, kwargs, user_meta, merge_chunks):
         )
 
     input_chunks = X.chunks[0]
-    merged = first_chunks = None
     # An object array's itemsize is that of a pointer, so its chunks' size in
     # memory (text documents, say) is unknown and they are not merged.
     mergeable = (
@@ -288,7 +288,7 @@ def _map_array(estimator, method, X, kwargs, user_meta, merge_chunks):
         and isinstance(meta, np.ndarray)
         and meta.dtype != object
     )
-    plan = None
+    plan = first_chunks = None
     n_threads = _scheduler_threads() if mergeable else None
     if n_threads is not None:
         row_nbytes = max(_row_nbytes(X), _row_nbytes(meta))
@@ -319,7 +319,7 @@ def _map_array(estimator, method, X, kwargs, user_meta, merge_chunks):
         name=f"postfit-{_method_name(method)}-{uuid.uuid4().hex[:12]}",
         **axes,
     )
-    if merged is not None:
+    if plan is not None:
         result = result.rechunk({0: input_chunks}, method="tasks")
     return result
 
@@ -350,7 +350,7 @@ def _merge_plan(row_chunks, row_nbytes, n_threads):
     """Return the merged chunk sizes and the first input chunk of each, or None.
 
     The second tuple ends with the input's chunk count, so merged chunk
-    ``k`` holds input chunks ``firsts[k]`` to ``firsts[k + 1] - 1``.
+    ``k`` contains input chunks ``firsts[k]`` to ``firsts[k + 1] - 1``.
     """
     if any(np.isnan(size) for size in row_chunks) or row_nbytes <= 0:
         return None
@@ -388,12 +388,7 @@ def _scheduler_threads():
     """
     client = _current_client()
     if client is not None:
-        try:
-            return sum(client.nthreads().values()) or None
-        except OSError as exc:
-            # distributed's CommClosedError is an OSError.
-            logger.debug("dask: counting the cluster's threads failed: %r", exc)
-            return None
+        return _cluster_threads(client) or None
     return dask.config.get("num_workers", None) or os.cpu_count() or 1
 
 

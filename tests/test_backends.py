@@ -716,9 +716,9 @@ def test_threads_place_outputs_in_result(monkeypatch):
     original_place = OutputCollector.place
 
     def counting_place(self, start, stop, out):
-        taken = original_place(self, start, stop, out)
-        placed.append((threading.current_thread().name, taken))
-        return taken
+        was_placed = original_place(self, start, stop, out)
+        placed.append((threading.current_thread().name, was_placed))
+        return was_placed
 
     monkeypatch.setattr(OutputCollector, "place", counting_place)
     got = ParallelPostFit(estimator, backend="threading", n_jobs=2, block_size=1_000).predict(X)
@@ -727,7 +727,7 @@ def test_threads_place_outputs_in_result(monkeypatch):
     # Outputs that finish before the calling thread creates the array come
     # back to it, and the later ones are placed by the worker threads.
     assert len(placed) == 20
-    assert sum(taken for _, taken in placed) >= 10
+    assert sum(was_placed for _, was_placed in placed) >= 10
     assert all(name != threading.main_thread().name for name, _ in placed)
 
 

@@ -162,7 +162,7 @@ def _import_on_workers(client, modules) -> None:
         client.run(importlib.import_module, name)
 
 
-#: What the workers import before the timed call in the "libraries imported" variants.
+#: Modules that the workers import before the timed call in the "libraries imported" variants.
 DASK_ML_IMPORTS = ("sklearn.ensemble", "dask.array", "dask_ml.wrappers")
 POSTFIT_IMPORTS = ("sklearn.ensemble", "dask.array", "postfit")
 

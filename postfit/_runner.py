@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
-import joblib
 import sklearn
 
 from . import _plan, _timings
@@ -38,7 +37,7 @@ from ._kernel import (
     restore_feature_names,
     run_block,
 )
-from .backends import effective_n_workers, get_backend
+from .backends import cpu_cores, effective_n_workers, get_backend
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ def execute_blocks(
     order. On a thread backend, each worker first offers its output to
     ``place(start, stop, out)``, and the result is ``PLACED`` when taken.
     """
-    n_cores = n_cores or joblib.cpu_count()
+    n_cores = n_cores or cpu_cores()
     inner = backend.inner_threads(n_cores)
     # OpenBLAS keeps one process-wide thread count, which a worker thread's
     # own limit can undo; the driver sets it once for thread backends and

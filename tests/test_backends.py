@@ -7,6 +7,7 @@ import os
 import pickle
 import threading
 import time
+import types
 from collections import Counter
 
 import joblib
@@ -101,6 +102,40 @@ def test_registered_backend_is_used(monkeypatch):
 )
 def test_effective_n_workers(n_jobs, expected):
     assert effective_n_workers(n_jobs) == expected
+
+
+def test_negative_n_jobs_counts_from_cores(monkeypatch):
+    import postfit.backends._base as base
+
+    monkeypatch.setattr(base, "_cpu_count_cache", (float("-inf"), 1))
+    monkeypatch.setattr(base.joblib, "cpu_count", lambda: 6)
+    assert effective_n_workers(-1) == 6
+    assert effective_n_workers(-2) == 5
+    assert effective_n_workers(-9) == 1
+
+
+def test_cpu_count_cached_briefly(monkeypatch):
+    import postfit.backends._base as base
+
+    counts = iter([4, 3])
+    calls = []
+
+    def count():
+        calls.append(1)
+        return next(counts)
+
+    clock = [100.0]
+    monkeypatch.setattr(base, "_cpu_count_cache", (float("-inf"), 1))
+    monkeypatch.setattr(base.joblib, "cpu_count", count)
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    assert base.cpu_cores() == 4
+    clock[0] += base.CPU_COUNT_TTL / 2
+    assert base.cpu_cores() == 4
+    assert len(calls) == 1
+    # An affinity or cgroup change shows once the cached count expires.
+    clock[0] += base.CPU_COUNT_TTL
+    assert base.cpu_cores() == 3
+    assert len(calls) == 2
 
 
 def test_n_jobs_none_follows_parallel_config():

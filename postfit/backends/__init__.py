@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 
-from ._base import Backend, check_n_jobs, effective_n_workers
+from ._base import Backend, check_n_jobs, cpu_cores, effective_n_workers
 
 __all__ = [
     "Backend",
     "available_backends",
     "check_n_jobs",
+    "cpu_cores",
     "effective_n_workers",
     "get_backend",
     "register_backend",

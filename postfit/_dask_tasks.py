@@ -18,7 +18,7 @@ from ._kernel import Block, resolve_model, run_block
 from ._malloc import block_heap
 from ._meta import coerce_to_meta
 
-__all__ = ["load_model", "score_chunk", "score_partition"]
+__all__ = ["load_model", "rows_of", "score_chunk", "score_chunks", "score_partition"]
 
 
 def load_model(model) -> None:
@@ -26,24 +26,15 @@ def load_model(model) -> None:
     resolve_model(model)
 
 
-def score_chunk(
-    data, model, method, kwargs, restore_names, meta, first_chunks=None, block_info=None
-):
-    """Score one chunk of a Dask Array and return the output as ``meta``'s type.
-
-    ``first_chunks`` holds, for each chunk of a merged array, the index of
-    the first input chunk in it plus the input's chunk count at the end, so
-    that errors name the user's chunks rather than the merged ones.
-    """
-    index, start, stop, last_index = 0, None, None, None
+def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=None):
+    """Score one chunk of a Dask Array and return the output as ``meta``'s type."""
+    index, start, stop = 0, None, None
     if block_info is not None and 0 in block_info:
         index = block_info[0]["chunk-location"][0]
         start, stop = block_info[0]["array-location"][0]
         if np.isnan(start) or np.isnan(stop):
             start = stop = None
-    if first_chunks is not None:
-        index, last_index = first_chunks[index], first_chunks[index + 1] - 1
-    block = Block(index, start, stop, data, last_index)
+    block = Block(index, start, stop, data)
     with attach_block(block), block_heap():
         out = run_block(model, method, block, kwargs, restore_names=restore_names)
 
@@ -53,6 +44,29 @@ def score_chunk(
         out = out if sp.issparse(out) else sp.csr_matrix(np.asarray(out))
         return out.asformat(meta.format).astype(meta.dtype)
     return coerce_to_meta(np.asarray(out), meta)
+
+
+def score_chunks(chunks, model, *, method, kwargs, restore_names, meta, location):
+    """Score neighbouring chunks of a Dask Array as one block, with output of ``meta``'s type.
+
+    ``chunks`` are dense NumPy chunks in row order, and ``location`` is
+    ``(first_chunk, last_chunk, start, stop)``: the input chunks and rows
+    that they cover, so that errors name the user's chunks.
+    """
+    first, last, start, stop = location
+    data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
+    block = Block(first, start, stop, data, last)
+    with attach_block(block), block_heap():
+        out = run_block(model, method, block, kwargs, restore_names=restore_names)
+
+    if isinstance(out, EmptyOutput):
+        return meta
+    return coerce_to_meta(np.asarray(out), meta)
+
+
+def rows_of(out, start, stop):
+    """Return rows ``start:stop`` of a merged chunk's output: one chunk of the result."""
+    return out[start:stop]
 
 
 def score_partition(part, model, method, kwargs, to_numpy, meta, partition_info=None):

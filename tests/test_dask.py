@@ -30,7 +30,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 import postfit._dask
 from postfit import ParallelPostFit
@@ -565,11 +565,13 @@ def test_output_option_rejected_for_dask_input():
 
 
 def _scoring_tasks(lazy, method):
-    """Return the keys of the graph's scoring tasks, those of postfit's map_blocks layer."""
+    """Return the keys of the graph's scoring tasks, not those that cut merged outputs."""
     return [
         key
         for key in dict(lazy.__dask_graph__())
-        if isinstance(key, tuple) and str(key[0]).startswith(f"postfit-{method}-")
+        if isinstance(key, tuple)
+        and str(key[0]).startswith(f"postfit-{method}-")
+        and not str(key[0]).startswith(f"postfit-{method}-rows-")
     ]
 
 
@@ -588,6 +590,43 @@ def test_small_chunks_scored_merged(method):
     assert len(_scoring_tasks(lazy, method)) == 5
     assert lazy.chunks[0] == dX.chunks[0]
     assert_lazy_eq(lazy, getattr(estimator, method)(X), dX)
+
+
+def test_merged_scoring_reads_input_chunks():
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    dX = da.from_array(X, chunks=(5, 4))
+
+    with dask.config.set(num_workers=2):
+        lazy = ParallelPostFit(estimator).predict_proba(dX)
+
+    # The scoring tasks read the input chunks, with no merging tasks between.
+    layers = lazy.__dask_graph__().dependencies
+    scoring = [name for name in layers if str(name).startswith("postfit-predict_proba-")]
+    scoring = [name for name in scoring if not str(name).startswith("postfit-predict_proba-rows-")]
+    assert len(scoring) == 1
+    assert dX.name in layers[scoring[0]]
+    assert not [name for name in layers if str(name).startswith("rechunk")]
+
+
+def _first_column(X):
+    return np.asarray(X).reshape(-1, 1)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_one_dimensional_chunks_scored_merged(method):
+    X, y = _iris()
+    pipeline = make_pipeline(FunctionTransformer(_first_column), LogisticRegression()).fit(
+        X[:, 0], y
+    )
+    dX = da.from_array(X[:, 0], chunks=5)
+
+    with dask.config.set(num_workers=2):
+        lazy = getattr(ParallelPostFit(pipeline), method)(dX)
+
+    assert len(_scoring_tasks(lazy, method)) == 5
+    assert lazy.chunks[0] == dX.chunks[0]
+    assert_lazy_eq(lazy, getattr(pipeline, method)(X[:, 0]), dX)
 
 
 def test_merged_chunks_keep_empty_chunks():

@@ -489,6 +489,36 @@ def test_dataset_keeps_order_when_first_batch_is_slow(ray_session):
 
 
 @pytest.mark.cluster
+def test_dataset_of_one_block_split_for_tasks(ray_session, monkeypatch, caplog):
+    model, X = _iris_model(SlowFirstRowLogisticRegression)
+    model.first_row, model.delay = X[0], 1.0
+    monkeypatch.setattr(postfit.backends.ray, "SPLIT_MIN_ROWS", 10)
+    dataset = ray.data.from_numpy(X)
+
+    # 150 rows in one block: four blocks for each of the two tasks, and the
+    # first block finishes last, but its rows must still come first.
+    with caplog.at_level(logging.DEBUG, logger="postfit"):
+        got = ParallelPostFit(model).predict(dataset, execute=True)
+
+    np.testing.assert_array_equal(got, model.predict(X))
+    assert f"1 blocks split into 8 for {N_CPUS} tasks" in caplog.text
+    assert dataset.num_blocks() == 1
+    # The reservation is turned off on a private context, not the caller's.
+    assert ray.data.DataContext.get_current().op_resource_reservation_enabled
+
+
+@pytest.mark.cluster
+def test_dataset_of_few_rows_not_split(ray_session, caplog):
+    model, X = _iris_model(LogisticRegression)
+
+    with caplog.at_level(logging.DEBUG, logger="postfit"):
+        got = ParallelPostFit(model).predict_proba(ray.data.from_numpy(X), execute=True)
+
+    np.testing.assert_allclose(got, model.predict_proba(X), rtol=1e-12)
+    assert "split into" not in caplog.text
+
+
+@pytest.mark.cluster
 def test_dataset_unpickles_model_once_per_worker(ray_session, tmp_path):
     log = tmp_path / "loads.txt"
     model, X = _iris_model(CountingLogisticRegression, log_path=str(log))

@@ -492,10 +492,10 @@ def test_dataset_keeps_order_when_first_batch_is_slow(ray_session):
 def test_dataset_of_one_block_split_for_tasks(ray_session, monkeypatch, caplog):
     model, X = _iris_model(SlowFirstRowLogisticRegression)
     model.first_row, model.delay = X[0], 1.0
-    monkeypatch.setattr(postfit.backends.ray, "SPLIT_MIN_ROWS", 10)
+    monkeypatch.setattr(postfit.backends.ray, "SPLIT_MIN_BYTES", 100)
     dataset = ray.data.from_numpy(X)
 
-    # 150 rows in one block: four blocks for each of the two tasks, and the
+    # 150 rows of 32 bytes in one block: four blocks for each of the two tasks, and the
     # first block finishes last, but its rows must still come first.
     with caplog.at_level(logging.DEBUG, logger="postfit"):
         got = ParallelPostFit(model).predict(dataset, execute=True)

@@ -71,8 +71,9 @@ MAX_STORE_SHARE = 0.5
 #: blocks per task, because Ray Data scores each block in one task and
 #: ``ray.data.from_numpy`` makes one block of the whole array ...
 SPLIT_BLOCKS_PER_TASK = 4
-#: ... into blocks of at least this many rows.
-SPLIT_MIN_ROWS = 4096
+#: ... into blocks of at least this many bytes, the size up to which small
+#: Dask Array chunks are merged.
+SPLIT_MIN_BYTES = 16 * 2**20
 
 #: Ray's own default for tasks: a task whose worker process dies runs again
 #: up to this many times.
@@ -629,20 +630,21 @@ def _spread_blocks(X, n_tasks):
 
     Ray Data runs each block in one task, so a Dataset made by
     ``ray.data.from_numpy`` of one array ran on one CPU. Such a Dataset is
-    split into more blocks, without a shuffle, so rows keep their order. Ray
-    Data also reserves part of the CPUs for each operator of a plan, so on
-    two CPUs the scoring tasks of a materialized Dataset ran one at a time.
-    Its plan has no reading operator to reserve CPUs for, and X has a private
-    context (see :func:`_ordered_copy`), so the reservation is turned off.
-    Together: a 300-tree forest on 200,000 rows over two CPUs took 3.2 s
-    instead of 5.1 s. Lazy Datasets (``read_parquet``, for example) are
-    left alone, because counting their blocks would run them.
+    split into blocks of at least ``SPLIT_MIN_BYTES``, without a shuffle, so
+    rows keep their order. Ray Data also reserves part of the CPUs for each
+    operator of a plan, so on two CPUs the scoring tasks of a materialized
+    Dataset ran one at a time. Its plan has no reading operator to reserve
+    CPUs for, and X has a private context (see :func:`_ordered_copy`), so
+    the reservation is turned off. Together: a 300-tree forest on 2,000,000
+    rows over two CPUs took 29 s instead of 51 s. Lazy Datasets
+    (``read_parquet``, for example) are left alone, because counting their
+    blocks would run them.
     """
     if not isinstance(X, MaterializedDataset):
         return X
     X.context.op_resource_reservation_enabled = False
     n_blocks = X.num_blocks()
-    target = min(SPLIT_BLOCKS_PER_TASK * n_tasks, X.count() // SPLIT_MIN_ROWS)
+    target = min(SPLIT_BLOCKS_PER_TASK * n_tasks, X.size_bytes() // SPLIT_MIN_BYTES)
     if n_blocks >= n_tasks or target <= n_blocks:
         return X
     logger.debug("ray data: %d blocks split into %d for %d tasks", n_blocks, target, n_tasks)

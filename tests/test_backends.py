@@ -114,6 +114,21 @@ def test_negative_n_jobs_counts_from_cores(monkeypatch):
     assert effective_n_workers(-9) == 1
 
 
+class _ClusterJoblibBackend(joblib.parallel.ThreadingBackend):
+    """A joblib backend that, like Ray's and Dask's, reads n_jobs=-1 as its cluster's CPUs."""
+
+    def effective_n_jobs(self, n_jobs):
+        return 7 if n_jobs == -1 else super().effective_n_jobs(n_jobs)
+
+
+def test_cluster_joblib_backend_counts_its_cpus():
+    joblib.register_parallel_backend("postfit-test-cluster", _ClusterJoblibBackend)
+
+    with joblib.parallel_config(backend="postfit-test-cluster"):
+        assert effective_n_workers(-1) == 7
+    assert effective_n_workers(-1) == joblib.cpu_count()
+
+
 def test_cpu_count_cached_briefly(monkeypatch):
     import postfit.backends._base as base
 

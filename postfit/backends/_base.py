@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import joblib
 import numpy as np
+from joblib._parallel_backends import LokyBackend, MultiprocessingBackend, ThreadingBackend
+from joblib.parallel import get_active_backend
 
 from .._blocks import take_rows
 
@@ -40,11 +42,21 @@ def effective_n_workers(n_jobs) -> int:
     value, ``-1`` means all cores, ``-2`` all but one, and so on.
     """
     check_n_jobs(n_jobs)
-    if n_jobs is not None and n_jobs < 0:
+    if n_jobs is not None and n_jobs < 0 and _counts_local_cores():
         # Resolved here from the cached count; joblib still applies its own
         # rules (one worker inside a daemon process, for example).
         n_jobs = max(cpu_cores() + 1 + int(n_jobs), 1)
     return max(1, joblib.effective_n_jobs(None if n_jobs is None else int(n_jobs)))
+
+
+def _counts_local_cores() -> bool:
+    """Return whether joblib's active backend reads a negative ``n_jobs`` as local cores.
+
+    Others, such as Ray's and Dask's joblib backends, count their cluster's
+    CPUs instead, so joblib resolves ``n_jobs`` for them itself.
+    """
+    backend, _ = get_active_backend()
+    return type(backend) in (LokyBackend, ThreadingBackend, MultiprocessingBackend)
 
 
 def check_n_jobs(n_jobs) -> None:

@@ -10,8 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 import joblib
 import numpy as np
-from joblib._parallel_backends import LokyBackend, MultiprocessingBackend, ThreadingBackend
-from joblib.parallel import get_active_backend
+from joblib.parallel import (
+    LokyBackend,
+    MultiprocessingBackend,
+    ThreadingBackend,
+    get_active_backend,
+)
 
 from .._blocks import take_rows
 

@@ -644,7 +644,9 @@ def _spread_blocks(X, n_tasks):
         return X
     X.context.op_resource_reservation_enabled = False
     n_blocks = X.num_blocks()
-    target = min(SPLIT_BLOCKS_PER_TASK * n_tasks, X.size_bytes() // SPLIT_MIN_BYTES)
+    # size_bytes() is None when Ray does not know the size: the blocks stay then.
+    size = X.size_bytes() or 0
+    target = min(SPLIT_BLOCKS_PER_TASK * n_tasks, size // SPLIT_MIN_BYTES)
     if n_blocks >= n_tasks or target <= n_blocks:
         return X
     logger.debug("ray data: %d blocks split into %d for %d tasks", n_blocks, target, n_tasks)

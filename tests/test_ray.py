@@ -30,6 +30,7 @@ from conftest import require_loopback_only
 from sklearn.linear_model import LogisticRegression
 
 import postfit
+import postfit.backends.ray
 from postfit import ParallelPostFit
 from postfit.backends import _REGISTRY, get_backend
 from postfit.exceptions import BlockError, WorkerCrashedError
@@ -515,6 +516,22 @@ def test_dataset_of_few_rows_not_split(ray_session, caplog):
         got = ParallelPostFit(model).predict_proba(ray.data.from_numpy(X), execute=True)
 
     np.testing.assert_allclose(got, model.predict_proba(X), rtol=1e-12)
+    assert "split into" not in caplog.text
+
+
+@pytest.mark.cluster
+def test_dataset_of_unknown_size_not_split(ray_session, monkeypatch, caplog):
+    from ray.data.dataset import MaterializedDataset
+
+    model, X = _iris_model(LogisticRegression)
+    monkeypatch.setattr(postfit.backends.ray, "SPLIT_MIN_BYTES", 100)
+    # Ray returns None when it does not know a Dataset's size.
+    monkeypatch.setattr(MaterializedDataset, "size_bytes", lambda self: None)
+
+    with caplog.at_level(logging.DEBUG, logger="postfit"):
+        got = ParallelPostFit(model).predict(ray.data.from_numpy(X), execute=True)
+
+    np.testing.assert_array_equal(got, model.predict(X))
     assert "split into" not in caplog.text
 
 

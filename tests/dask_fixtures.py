@@ -114,3 +114,14 @@ def big_model(X, y, nbytes):
     # Random values do not compress, so the pickled size is the array's size.
     model.ballast_ = np.random.default_rng(0).random(nbytes // 8 + 1)
     return model
+
+
+def scoring_tasks(lazy, method):
+    """Return the keys of the graph's scoring tasks, not those that cut merged outputs."""
+    return [
+        key
+        for key in dict(lazy.__dask_graph__())
+        if isinstance(key, tuple)
+        and str(key[0]).startswith(f"postfit-{method}-")
+        and not str(key[0]).startswith(f"postfit-{method}-rows-")
+    ]

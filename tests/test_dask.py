@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from dask_fixtures import scoring_tasks
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest, RandomForestClassifier
@@ -564,17 +565,6 @@ def test_output_option_rejected_for_dask_input():
 # Small chunks scored merged ---------------------------------------------------------
 
 
-def _scoring_tasks(lazy, method):
-    """Return the keys of the graph's scoring tasks, not those that cut merged outputs."""
-    return [
-        key
-        for key in dict(lazy.__dask_graph__())
-        if isinstance(key, tuple)
-        and str(key[0]).startswith(f"postfit-{method}-")
-        and not str(key[0]).startswith(f"postfit-{method}-rows-")
-    ]
-
-
 @pytest.mark.parametrize("method", ["predict", "predict_proba"])
 def test_small_chunks_scored_merged(method):
     X, y = _iris()
@@ -587,7 +577,7 @@ def test_small_chunks_scored_merged(method):
     # Two threads keep four chunks at least: 150 rows merge into chunks of
     # at most 37 rows, seven input chunks of 5 each.
     assert merged_row_chunks(dX.chunks[0], 32, 2) == (35, 35, 35, 35, 10)
-    assert len(_scoring_tasks(lazy, method)) == 5
+    assert len(scoring_tasks(lazy, method)) == 5
     assert lazy.chunks[0] == dX.chunks[0]
     assert_lazy_eq(lazy, getattr(estimator, method)(X), dX)
 
@@ -624,7 +614,7 @@ def test_one_dimensional_chunks_scored_merged(method):
     with dask.config.set(num_workers=2):
         lazy = getattr(ParallelPostFit(pipeline), method)(dX)
 
-    assert len(_scoring_tasks(lazy, method)) == 5
+    assert len(scoring_tasks(lazy, method)) == 5
     assert lazy.chunks[0] == dX.chunks[0]
     assert_lazy_eq(lazy, getattr(pipeline, method)(X[:, 0]), dX)
 
@@ -637,7 +627,7 @@ def test_merged_chunks_keep_empty_chunks():
     with dask.config.set(num_workers=1):
         lazy = ParallelPostFit(estimator).predict_proba(dX)
 
-    assert len(_scoring_tasks(lazy, "predict_proba")) < dX.numblocks[0]
+    assert len(scoring_tasks(lazy, "predict_proba")) < dX.numblocks[0]
     assert lazy.chunks[0] == dX.chunks[0]
     assert_lazy_eq(lazy, estimator.predict_proba(X), dX)
 
@@ -650,7 +640,7 @@ def test_sparse_chunks_not_merged():
     with dask.config.set(num_workers=2):
         lazy = ParallelPostFit(estimator).predict(dX)
 
-    assert len(_scoring_tasks(lazy, "predict")) == 30
+    assert len(scoring_tasks(lazy, "predict")) == 30
     assert_lazy_eq(lazy, estimator.predict(X), dX)
 
 
@@ -666,7 +656,7 @@ def test_wide_output_limits_merging(n_components, merged, monkeypatch):
     with dask.config.set(num_workers=2):
         lazy = ParallelPostFit(sampler).transform(dX)
 
-    tasks = len(_scoring_tasks(lazy, "transform"))
+    tasks = len(scoring_tasks(lazy, "transform"))
     assert (tasks < dX.numblocks[0]) is merged
     assert lazy.chunks[0] == dX.chunks[0]
     np.testing.assert_allclose(lazy.compute(), sampler.transform(X), rtol=RTOL)
@@ -683,7 +673,7 @@ def test_user_sizes_keep_chunks(options):
     with dask.config.set(num_workers=2):
         lazy = ParallelPostFit(estimator, **options).predict(dX)
 
-    assert len(_scoring_tasks(lazy, "predict")) == 30
+    assert len(scoring_tasks(lazy, "predict")) == 30
     assert_lazy_eq(lazy, estimator.predict(X), dX)
 
 
@@ -695,7 +685,7 @@ def test_lazy_in_memory_keeps_planned_chunks():
         lazy = ParallelPostFit(estimator, block_size=10).predict_proba(X, execute=False)
 
     assert lazy.chunks[0] == (10,) * 15
-    assert len(_scoring_tasks(lazy, "predict_proba")) == 15
+    assert len(scoring_tasks(lazy, "predict_proba")) == 15
     np.testing.assert_allclose(lazy.compute(), estimator.predict_proba(X), rtol=RTOL)
 
 
@@ -740,7 +730,7 @@ def test_object_chunks_not_merged():
     with dask.config.set(num_workers=2):
         lazy = ParallelPostFit(pipeline).predict(dX)
 
-    assert len(_scoring_tasks(lazy, "predict")) == 20
+    assert len(scoring_tasks(lazy, "predict")) == 20
     assert_lazy_eq(lazy, pipeline.predict(texts), dX)
 
 

@@ -29,6 +29,7 @@ from dask_fixtures import (
     dask_client,  # noqa: F401 - a fixture
     dask_cluster,  # noqa: F401 - a fixture
     load_counts,
+    scoring_tasks,
     started_pids,
 )
 from sklearn.datasets import load_iris
@@ -133,13 +134,7 @@ def test_small_chunks_merged_for_cluster_threads(dask_client):  # noqa: F811
         lazy = ParallelPostFit(estimator).predict_proba(dX)
         out = lazy.compute()
 
-    scoring_keys = [
-        key
-        for key in dict(lazy.__dask_graph__())
-        if isinstance(key, tuple)
-        and str(key[0]).startswith("postfit-predict_proba-")
-        and not str(key[0]).startswith("postfit-predict_proba-rows-")
-    ]
+    scoring_keys = scoring_tasks(lazy, "predict_proba")
     assert sum(dask_client.nthreads().values()) == N_WORKERS
     assert len(scoring_keys) == 5
     assert lazy.chunks[0] == dX.chunks[0]
@@ -171,13 +166,7 @@ def test_lazy_result_on_cluster_without_workers():
         client.wait_for_workers(1, timeout=60)
         out = lazy.compute()
 
-    scoring_keys = [
-        key
-        for key in dict(lazy.__dask_graph__())
-        if isinstance(key, tuple)
-        and str(key[0]).startswith("postfit-predict_proba-")
-        and not str(key[0]).startswith("postfit-predict_proba-rows-")
-    ]
+    scoring_keys = scoring_tasks(lazy, "predict_proba")
     assert len(scoring_keys) == dX.numblocks[0]
     np.testing.assert_allclose(out, estimator.predict_proba(X), rtol=RTOL)
 

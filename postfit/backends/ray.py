@@ -644,7 +644,8 @@ def _spread_blocks(X, n_tasks):
         return X
     X.context.op_resource_reservation_enabled = False
     n_blocks = X.num_blocks()
-    # size_bytes() is None when Ray does not know the size: the blocks stay then.
+    # Ray returns None from size_bytes() when it does not know the size, so such
+    # a Dataset keeps its blocks.
     size = X.size_bytes() or 0
     target = min(SPLIT_BLOCKS_PER_TASK * n_tasks, size // SPLIT_MIN_BYTES)
     if n_blocks >= n_tasks or target <= n_blocks:

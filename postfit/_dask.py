@@ -123,7 +123,9 @@ def run_dask(
         raise ValueError(
             f"output={output!r} is not supported for a Dask input. Keep the result lazy and "
             "write it with its own writer, for example "
-            "clf.predict(ddf).to_frame().to_parquet(path) or clf.predict(darr).to_zarr(path)."
+            'clf.predict(ddf).to_frame(name="prediction").to_parquet(path), '
+            "clf.predict_proba(ddf).rename(columns=str).to_parquet(path) (Parquet takes only "
+            "string column names) or clf.predict(darr).to_zarr(path)."
         )
     user_meta = wrapper._meta_for(method) if isinstance(method, str) else None
     # A block size or memory budget that the user set bounds each call, so
@@ -519,7 +521,11 @@ def _find_meta(estimator, method, X, kwargs, user_meta, restore_names, to_numpy=
     if user_meta is not None:
         return normalize_user_meta(user_meta)
     if isinstance(method, str):
-        meta = meta_from_attributes(estimator, method)
+        if isinstance(X, dd.DataFrame):
+            input_dtypes = list(X._meta.dtypes)
+        else:
+            input_dtypes = [X.dtype] if isinstance(X, da.Array) else [X._meta.dtype]
+        meta = meta_from_attributes(estimator, method, input_dtypes)
         if meta is not None:
             return meta
 

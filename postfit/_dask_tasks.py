@@ -35,15 +35,15 @@ def score_chunk(data, model, method, kwargs, restore_names, meta, block_info=Non
         if np.isnan(start) or np.isnan(stop):
             start = stop = None
     block = Block(index, start, stop, data)
-    with attach_block(block), block_heap():
-        out = run_block(model, method, block, kwargs, restore_names=restore_names)
-
-    if isinstance(out, EmptyOutput):
-        return meta
-    if sp.issparse(meta):
-        out = out if sp.issparse(out) else sp.csr_matrix(np.asarray(out))
-        return out.asformat(meta.format).astype(meta.dtype)
-    return coerce_to_meta(np.asarray(out), meta)
+    with attach_block(block):
+        with block_heap():
+            out = run_block(model, method, block, kwargs, restore_names=restore_names)
+        if isinstance(out, EmptyOutput):
+            return meta
+        if sp.issparse(meta):
+            out = out if sp.issparse(out) else sp.csr_matrix(np.asarray(out))
+            return out.asformat(meta.format).astype(meta.dtype)
+        return coerce_to_meta(np.asarray(out), meta, method)
 
 
 def score_chunks(chunks, model, *, method, kwargs, restore_names, meta, location):
@@ -56,12 +56,12 @@ def score_chunks(chunks, model, *, method, kwargs, restore_names, meta, location
     first, last, start, stop = location
     data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
     block = Block(first, start, stop, data, last)
-    with attach_block(block), block_heap():
-        out = run_block(model, method, block, kwargs, restore_names=restore_names)
-
-    if isinstance(out, EmptyOutput):
-        return meta
-    return coerce_to_meta(np.asarray(out), meta)
+    with attach_block(block):
+        with block_heap():
+            out = run_block(model, method, block, kwargs, restore_names=restore_names)
+        if isinstance(out, EmptyOutput):
+            return meta
+        return coerce_to_meta(np.asarray(out), meta, method)
 
 
 def rows_of(out, start, stop):
@@ -78,15 +78,12 @@ def score_partition(part, model, method, kwargs, to_numpy, meta, partition_info=
     number = partition_info["number"] if partition_info else 0
     data = part.to_numpy() if to_numpy else part
     block = Block(number, None, None, data)
-    with attach_block(block), block_heap():
-        out = run_block(model, method, block, kwargs)
-
-    if isinstance(out, EmptyOutput):
-        return meta.set_axis(part.index[:0], axis=0)
-    if isinstance(meta, pd.Series):
-        values = out.to_numpy() if isinstance(out, (pd.Series, pd.DataFrame)) else out
-        values = np.asarray(values).reshape(len(part))
-        return pd.Series(values, index=part.index, name=meta.name).astype(meta.dtype)
-    values = out.to_numpy() if isinstance(out, pd.DataFrame) else np.asarray(out)
-    frame = pd.DataFrame(values, index=part.index, columns=meta.columns)
-    return frame.astype(meta.dtypes.to_dict())
+    with attach_block(block):
+        with block_heap():
+            out = run_block(model, method, block, kwargs)
+        if isinstance(out, EmptyOutput):
+            return meta.set_axis(part.index[:0], axis=0)
+        if isinstance(out, (pd.Series, pd.DataFrame)):
+            out = out.set_axis(part.index, axis=0)
+        result = coerce_to_meta(out, meta, method)
+        return result.set_axis(part.index, axis=0)

@@ -113,6 +113,12 @@ class Incremental(ParallelPostFit):
         Seeds the block order and the row order within blocks. The same int
         gives the same orders, so the same model for an estimator that is
         itself deterministic.
+    assume_equal_chunks : bool, default=True
+        Accepted for code written for dask-ml's ``Incremental``, which ignores
+        it as well. postfit pairs each block of X with the same rows of y,
+        whatever the chunks of y.
+    predict_meta, predict_proba_meta, transform_meta : array-like, default=None
+        See :class:`ParallelPostFit`.
     shuffle_rows : bool, default=False
         Also shuffle the rows within each block before ``partial_fit``.
     max_iter : int, default=1
@@ -127,8 +133,6 @@ class Incremental(ParallelPostFit):
         Smallest score improvement that counts, for early stopping.
     n_iter_no_change : int, default=5
         Epochs without improvement before early stopping.
-    predict_meta, predict_proba_meta, transform_meta : array-like, default=None
-        See :class:`ParallelPostFit`.
     backend : str, default="auto"
         What runs the post-fit methods, as in :class:`ParallelPostFit`.
         Training does not use it: ``partial_fit`` runs in the calling thread.
@@ -193,17 +197,18 @@ class Incremental(ParallelPostFit):
         self,
         estimator=None,
         scoring=None,
-        *,
         shuffle_blocks=True,
         random_state=None,
+        assume_equal_chunks=True,
+        predict_meta=None,
+        predict_proba_meta=None,
+        transform_meta=None,
+        *,
         shuffle_rows=False,
         max_iter=1,
         early_stopping=False,
         tol=1e-4,
         n_iter_no_change=5,
-        predict_meta=None,
-        predict_proba_meta=None,
-        transform_meta=None,
         backend="auto",
         n_jobs=-1,
         block_size="auto",
@@ -224,6 +229,7 @@ class Incremental(ParallelPostFit):
         )
         self.shuffle_blocks = shuffle_blocks
         self.random_state = random_state
+        self.assume_equal_chunks = assume_equal_chunks
         self.shuffle_rows = shuffle_rows
         self.max_iter = max_iter
         self.early_stopping = early_stopping
@@ -234,7 +240,7 @@ class Incremental(ParallelPostFit):
 
     def _check_training_options(self):
         """Validate the training knobs before any block is read."""
-        for name in ("shuffle_blocks", "shuffle_rows", "early_stopping"):
+        for name in ("shuffle_blocks", "assume_equal_chunks", "shuffle_rows", "early_stopping"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {value!r}.")

@@ -63,10 +63,11 @@ class _DelegatedMethod:
         functools.update_wrapper(self, fn)
 
     def _check(self, obj, owner):
+        inner = obj._inner_estimator()
         try:
-            getattr(obj._inner_estimator(), self.attr)
+            getattr(inner, self.attr)
         except AttributeError as exc:
-            raise AttributeError(f"This {owner.__name__!r} has no attribute {self.attr!r}") from exc
+            raise AttributeError(_missing_method_message(owner, inner, self.attr)) from exc
 
     def __get__(self, obj, owner=None):
         if obj is None:
@@ -84,6 +85,17 @@ class _DelegatedMethod:
         if not hasattr(inner, self.attr):
             self._check(obj, owner if owner is not None else type(obj))
         return MethodType(self.fn, obj)
+
+
+def _missing_method_message(owner, inner, attr) -> str:
+    """Return the message for a post-fit method that the wrapped estimator lacks."""
+    methods = [method for method in POST_FIT_METHODS if hasattr(inner, method)]
+    listed = f"its post-fit methods: {', '.join(methods)}" if methods else "it has none"
+    return (
+        f"This {owner.__name__!r} has no attribute {attr!r}. The wrapped estimator "
+        f"{type(inner).__name__} does not have a {attr!r} method ({listed}). Call a method "
+        f"that it has, or wrap an estimator that has {attr}."
+    )
 
 
 def _if_estimator_has(attr):
@@ -154,7 +166,10 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         An empty prototype of the output of ``predict``, ``predict_proba`` or
         ``transform`` (type, dtype, width, column names). Needed only when
         the output cannot be inferred from fitted attributes or real rows,
-        for example when every block of a lazy input is empty.
+        for example when every block of a lazy input is empty. A lazy Dask
+        result declares a given meta, and each chunk is converted to it. A
+        conversion that would change values (labels 200 and 1000 into int8)
+        raises :class:`~postfit.exceptions.BlockError` instead.
     backend : str, default="auto"
         What runs the blocks: ``"sequential"``, ``"threading"``, ``"loky"``
         (processes), ``"dask"``, ``"ray"``, or ``"auto"``, which times the
@@ -220,10 +235,10 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         self,
         estimator=None,
         scoring=None,
-        *,
         predict_meta=None,
         predict_proba_meta=None,
         transform_meta=None,
+        *,
         backend="auto",
         backend_options=None,
         n_jobs=-1,

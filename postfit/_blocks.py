@@ -20,6 +20,7 @@ __all__ = [
     "OutputCollector",
     "column_names",
     "empty_like",
+    "is_multi_part",
     "n_rows",
     "normalize_input",
     "sliceable_rows",
@@ -169,7 +170,7 @@ class EmptyOutput:
         return "EmptyOutput()"
 
 
-def _is_multi_part(out) -> bool:
+def is_multi_part(out) -> bool:
     """Return whether ``out`` is several outputs in one: a list of arrays, or a tuple.
 
     A multi-output ``predict_proba`` returns a list of arrays, and
@@ -187,7 +188,7 @@ def output_rows(out) -> int | None:
     """
     if type(out) is np.ndarray and out.ndim > 0:
         return out.shape[0]
-    if _is_multi_part(out):
+    if is_multi_part(out):
         return output_rows(out[0])
     if isinstance(out, list):
         return len(out)
@@ -208,7 +209,7 @@ def describe_returned(out, returned) -> str:
 
 def empty_like(out):
     """Return a zero-row output of the same type, dtype, width and columns as ``out``."""
-    if _is_multi_part(out):
+    if is_multi_part(out):
         return type(out)(empty_like(part) for part in out)
     if isinstance(out, list):
         return []
@@ -242,7 +243,7 @@ def _concat(parts):
 def _combine(parts):
     """Concatenate block outputs; a list of arrays (multi-output) is combined per item."""
     first = parts[0]
-    if _is_multi_part(first):
+    if is_multi_part(first):
         return type(first)(_combine([part[i] for part in parts]) for i in range(len(first)))
     return _concat(parts)
 

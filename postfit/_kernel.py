@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import xxhash
 
-from ._blocks import EmptyOutput, describe_returned, n_rows, output_rows
+from ._blocks import EmptyOutput, describe_returned, is_multi_part, n_rows, output_rows
 from .exceptions import BlockError
 
 __all__ = [
@@ -77,6 +77,73 @@ def pickle_model(estimator, token=None) -> tuple:
     if token is None:
         token = model_token(estimator)
     return (PICKLED_MODEL_MARK, token, cloudpickle.dumps(estimator, protocol=5))
+
+
+def stable_model_token(estimator) -> str:
+    """Return a token of ``estimator`` that another process computes alike for an equal model.
+
+    :func:`model_token` is seeded per process and hashes arrays as they lie
+    in memory, padding bytes included. A tree's node array has 7 padding
+    bytes per node whose contents are undefined, so the same forest loaded
+    in two processes hashed differently. Here structured arrays are hashed
+    without their padding, sets in sorted order, and random states (which
+    skops restores afresh on each load) by their type alone.
+
+    Examples
+    --------
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> tree = DecisionTreeClassifier(random_state=0).fit([[0.0], [1.0], [2.0]], [0, 1, 1])
+    >>> copy = pickle.loads(pickle.dumps(tree))
+    >>> stable_model_token(copy) == stable_model_token(tree)
+    True
+    """
+    writer = _DigestWriter()
+    pickler = _StablePickler(writer, protocol=5)
+    # Without the memo, an object referred to twice is written twice, so the
+    # bytes do not depend on which equal objects happen to be the same one.
+    pickler.fast = True
+    try:
+        pickler.dump(estimator)
+    except (ValueError, RecursionError):
+        # A model that refers to itself needs the memo.
+        writer = _DigestWriter()
+        _StablePickler(writer, protocol=5).dump(estimator)
+    return writer.digest.hexdigest()
+
+
+class _DigestWriter:
+    """A file-like object that hashes what is written to it."""
+
+    def __init__(self):
+        self.digest = xxhash.xxh3_128(seed=0)
+
+    def write(self, data) -> int:
+        # Protocol 5 passes large buffers as PickleBuffer objects.
+        view = memoryview(data)
+        self.digest.update(view)
+        return view.nbytes
+
+
+class _StablePickler(cloudpickle.Pickler):
+    """A pickler that writes equal models alike: no padding bytes, sets sorted."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, np.ndarray) and obj.dtype.names is not None:
+            from numpy.lib import recfunctions
+
+            if recfunctions.repack_fields(obj.dtype) != obj.dtype:
+                return (np.asarray, (recfunctions.repack_fields(obj),))
+        if isinstance(obj, (np.random.RandomState, np.random.Generator)):
+            # A random state left on a fitted model does not change its
+            # predictions, and skops restores a fresh one on each load.
+            return (str, (type(obj).__name__,))
+        if isinstance(obj, (set, frozenset)):
+            try:
+                items = sorted(obj)
+            except TypeError:
+                items = sorted(obj, key=repr)
+            return (type(obj), (items,))
+        return super().reducer_override(obj)
 
 
 def model_token(estimator) -> str:
@@ -143,12 +210,15 @@ def content_token(*parts) -> str:
 
 def check_output_rows(estimator, method, out, rows, where) -> None:
     """Raise a BlockError unless ``out`` has ``rows`` rows; ``where`` names the input rows."""
-    returned = output_rows(out)
-    if returned != rows:
-        raise BlockError(
-            f"{type(estimator).__name__}.{method} returned {describe_returned(out, returned)} "
-            f"for {where}. postfit needs a row-wise method: one output row per input row."
-        )
+    parts = out if is_multi_part(out) else (out,)
+    for part in parts:
+        returned = output_rows(part)
+        if returned != rows:
+            raise BlockError(
+                f"{type(estimator).__name__}.{method} returned "
+                f"{describe_returned(part, returned)} for {where}. postfit needs a row-wise "
+                "method: one output row per input row, in every part of the output."
+            )
 
 
 def _is_pickled_model(model) -> bool:
@@ -247,6 +317,10 @@ def restore_feature_names(estimator, data, start):
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
         return data
+    columns = getattr(data, "columns", None)
+    if columns is not None and hasattr(data, "set_axis") and len(columns) == len(names):
+        # A pandas frame with positional column names (0, 1, ...) gets the fitted ones.
+        return data.set_axis(names, axis=1)
     rows = np.asarray(data) if isinstance(data, (list, tuple)) else data
     is_sparse = sp.issparse(rows)
     if not (isinstance(rows, np.ndarray) or is_sparse) or rows.ndim != 2:
@@ -332,6 +406,13 @@ def run_block(
     estimator = resolve_model(model)
     data = block.data.load() if hasattr(block.data, "load") else block.data
     rows = n_rows(data)
+    if block.start is not None and block.stop is not None and rows != block.stop - block.start:
+        raise BlockError(
+            f"{block.describe()} was read with {rows} rows instead of "
+            f"{block.stop - block.start}: the input changed while it was scored, or a "
+            "source returned other rows than requested. Score an input that does not change "
+            "during the run."
+        )
     if rows == 0:
         out = EmptyOutput()
         return sink.write(block, out) if sink is not None else out
@@ -342,7 +423,7 @@ def run_block(
         out = call_method(estimator, method, data, kwargs)
 
     if not callable(method):
-        where = f"{block.describe()}, which has {rows} rows"
+        where = f"{block.describe()}, which has {rows} row{'' if rows == 1 else 's'}"
         check_output_rows(estimator, method, out, rows, where)
     if sink is not None:
         return sink.write(block, out)

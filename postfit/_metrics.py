@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics
 from sklearn.metrics import _scorer
+from sklearn.utils import check_array
 from sklearn.utils._response import _process_decision_function, _process_predict_proba
 
 __all__ = ["MetricSpec", "build_spec", "merge_stats", "finalize_stats"]
@@ -350,8 +351,9 @@ def _moment_stats(y_true, y_pred, sample_weight):
     and the sum of squared deviations of y, the residual sum of squares, and
     the mean and the sum of squared deviations of the residual.
     """
-    y_true = _as_columns(y_true)
-    y_pred = _as_columns(y_pred)
+    # scikit-learn's regression metrics reject NaN and infinity in either input.
+    y_true = _as_columns(check_array(y_true, ensure_2d=False, dtype=None, input_name="y_true"))
+    y_pred = _as_columns(check_array(y_pred, ensure_2d=False, dtype=None, input_name="y_pred"))
     if y_true.shape != y_pred.shape:
         raise ValueError(
             f"y has shape {y_true.shape} but the predictions have shape {y_pred.shape}; "
@@ -499,7 +501,10 @@ def _average_outputs(per_output, multioutput):
 
 def _finalize_moments(spec, stats):
     """Assemble R² or explained variance as scikit-learn does, force_finite included."""
-    n, _, _, m2_y, ss_res, _, m2_r = stats
+    n, total, _, m2_y, ss_res, _, m2_r = stats
+    if n > 0 and total == 0:
+        # scikit-learn's own message for weights that are all zero.
+        raise ValueError("Sample weights must contain at least one non-zero number.")
     if n < 2:
         import warnings
 

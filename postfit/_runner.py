@@ -90,12 +90,12 @@ class _NoProgress:
         pass
 
 
-def _progress_bar(total, enabled, desc):
+def _progress_bar(total, enabled, desc, initial=0):
     if not enabled:
         return _NoProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="rows", unit_scale=True, desc=desc)
+    return tqdm(total=total, initial=initial, unit="rows", unit_scale=True, desc=desc)
 
 
 def execute_blocks(
@@ -585,9 +585,20 @@ def _run_direct(estimator, method, X, rows, kwargs, restore_names):
 
 def check_direct_rows(estimator, method, out, rows):
     """Return the output of a direct call, after checking that it has one row per input row."""
-    where = f"{Block(0, 0, rows, None).describe()}, which has {rows} rows"
+    where = f"{Block(0, 0, rows, None).describe()}, which has {rows} row{'' if rows == 1 else 's'}"
     check_output_rows(estimator, method, out, rows, where)
     return out
+
+
+def check_local_options(options: RunOptions) -> None:
+    """Raise a TypeError for ``backend_options`` that an automatic local run would ignore."""
+    if options.backend == "auto" and options.backend_options:
+        raise TypeError(
+            f"backend_options {sorted(options.backend_options)} apply to the 'dask' and "
+            "'ray' backends and to Dask and Ray inputs, but backend='auto' scores this "
+            "in-memory input in this process. Pass backend='dask' or backend='ray' to run "
+            "on a cluster, or remove them."
+        )
 
 
 def run_in_memory(
@@ -598,6 +609,7 @@ def run_in_memory(
     Returns the same output as ``getattr(estimator, method)(X)``, in X's row
     order, with the type scikit-learn gives for X.
     """
+    check_local_options(options)
     rows = n_rows(X)
     if rows == 0:
         # An empty input goes to the estimator as it is, so the caller gets

@@ -43,12 +43,57 @@ def _select_columns(X, names):
     return X
 
 
+def _front_estimator(estimator):
+    """Return the estimator that first receives X: a pipeline's first step that is not skipped."""
+    for _ in range(10):
+        steps = getattr(estimator, "steps", None)
+        if not isinstance(steps, list):
+            break
+        active = [step for _, step in steps if step is not None and step != "passthrough"]
+        if not active:
+            break
+        estimator = active[0]
+    return estimator
+
+
+def _columns_used(transformer, fitted_names):
+    """Return the fitted columns that a ColumnTransformer reads, the dropped ones left out."""
+    # NOTE: ``_transformer_to_input_indices`` is private to scikit-learn
+    # (checked with 1.9); without it every fitted column counts as read.
+    indices = getattr(transformer, "_transformer_to_input_indices", None)
+    named = getattr(transformer, "named_transformers_", None)
+    if not isinstance(indices, dict) or named is None:
+        return list(fitted_names)
+    used = set()
+    for name, positions in indices.items():
+        if name in named and not (isinstance(named[name], str) and named[name] == "drop"):
+            used.update(int(position) for position in positions)
+    return [fitted_names[position] for position in sorted(used)]
+
+
+def _picks_columns_by_name(estimator) -> bool:
+    """Return True when a ColumnTransformer first receives X, picking its columns by name."""
+    from sklearn.compose import ColumnTransformer
+
+    return isinstance(_front_estimator(estimator), ColumnTransformer)
+
+
 def _check_names(estimator, X, fitted_names):
-    """Match a frame's columns to the fitted feature names; reorder when only the order differs."""
+    """Match a frame's columns to the fitted feature names; reorder when only the order differs.
+
+    A ColumnTransformer (or a pipeline that starts with one) picks its
+    columns by name, so it takes frames with other columns as well, and
+    without the columns that it drops. Those columns are dropped here.
+    """
     names = column_names(X)
     owner = type(estimator).__name__
-    missing = [n for n in fitted_names if n not in set(names)]
+    by_name = _picks_columns_by_name(estimator)
+    needed = _columns_used(_front_estimator(estimator), fitted_names) if by_name else fitted_names
+    missing = [n for n in needed if n not in set(names)]
     unexpected = [n for n in names if n not in set(fitted_names)]
+    if by_name and not missing:
+        present = [n for n in fitted_names if n in set(names)]
+        return X if names == present else _select_columns(X, present)
     if missing:
         raise ValueError(
             f"X is missing {len(missing)} column(s) that {owner} was fitted with: "
@@ -59,7 +104,8 @@ def _check_names(estimator, X, fitted_names):
         raise ValueError(
             f"X has {len(unexpected)} column(s) that {owner} was not fitted with: "
             f"{_describe_names(unexpected)}. Select the columns used in fit before "
-            f"predicting, for example X[{list(fitted_names)[:3]!r}...]."
+            f"predicting, for example X[{list(fitted_names)[:3]!r}] (with all "
+            f"{len(fitted_names)} of them)."
         )
     if names != list(fitted_names):
         warnings.warn(
@@ -116,12 +162,24 @@ def check_input_features(estimator, X):
     fitted_names = getattr(estimator, "feature_names_in_", None)
     names = column_names(X)
     owner = type(estimator).__name__
+    if isinstance(X, pd.DataFrame) and not all(isinstance(c, str) for c in X.columns):
+        if any(isinstance(c, str) for c in X.columns):
+            raise TypeError(
+                "X has column names of several types: "
+                f"{sorted({type(c).__name__ for c in X.columns})}. scikit-learn uses column "
+                "names only when all of them are strings. Convert them, for example with "
+                "X.columns = X.columns.astype(str)."
+            )
+        # As in scikit-learn, a frame without string column names is positional.
+        names = None
+    by_name = False
     if fitted_names is not None and names is not None:
         X = _check_names(estimator, X, [str(n) for n in fitted_names])
+        by_name = _picks_columns_by_name(estimator)
 
     expected = getattr(estimator, "n_features_in_", None)
     width = _n_columns(X)
-    if expected is not None and width is not None and width != expected:
+    if expected is not None and width is not None and width != expected and not by_name:
         detail = ""
         if fitted_names is not None:
             detail = f" (columns {_describe_names(list(fitted_names))})"

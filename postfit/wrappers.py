@@ -114,6 +114,38 @@ def _score_available(self):
     return True
 
 
+#: The ``backend_options`` that postfit's own backends take. Backends added to
+#: the registry by others are not checked.
+BACKEND_OPTION_NAMES = {
+    # Dask and Ray inputs run on their engine whatever the backend.
+    "auto": ("client", "max_retries"),
+    "sequential": (),
+    "threading": (),
+    "loky": (),
+    "dask": ("client",),
+    "ray": ("max_retries",),
+}
+
+
+def _check_backend_option_names(backend, options) -> None:
+    """Raise a TypeError for ``backend_options`` that ``backend`` would ignore."""
+    accepted = BACKEND_OPTION_NAMES.get(backend)
+    unknown = sorted(set(options) - set(accepted or ())) if accepted is not None else []
+    if not unknown:
+        return
+    owners = [
+        name
+        for name, names in BACKEND_OPTION_NAMES.items()
+        if name != "auto" and set(unknown) & set(names)
+    ]
+    takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+    hint = f" They apply to backend={owners[0]!r}." if owners else ""
+    raise TypeError(
+        f"Unknown backend_options {unknown} for backend={backend!r}: {takes}.{hint} "
+        "Remove them, or choose the backend that takes them."
+    )
+
+
 def _output_options(output, overwrite, resume, keep_columns):
     """Return the file-output options that differ from their defaults, for ``route_input``."""
     if output is None and overwrite is False and resume is False and keep_columns is None:
@@ -472,6 +504,7 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
                 f"backend_options must be a dict or None, got {backend_options!r}. "
                 "Pass keyword arguments of the backend, for example {'client': client}."
             )
+        _check_backend_option_names(self.backend, backend_options or {})
         return RunOptions(
             backend=self.backend,
             n_jobs=self.n_jobs,
@@ -538,10 +571,18 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         estimator = self._fitted_estimator()
         options = self._check_options()
         getattr(estimator, method)
+        if kwargs and kwargs.get("return_cov"):
+            raise ValueError(
+                f"return_cov=True asks {type(estimator).__name__}.{method} for the covariance "
+                "between every pair of input rows, which is not computed block by block. Call "
+                "the estimator itself for it, or pass return_std=True for the standard "
+                "deviation of each row."
+            )
         route = None
         if type(X) is not np.ndarray or execute is False or route_options:
             route = route_input(X, execute=execute, **route_options)
         elif _plain_array_matches(estimator, X) and _takes_direct_path(X, len(X), options):
+            _runner.check_local_options(options)
             self._allow_direct(estimator, options)
             return _runner._run_direct(estimator, method, X, len(X), kwargs, False)
         if route is not None:
@@ -595,8 +636,9 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             Continue an unfinished run on ``output``, scoring only the
             blocks it did not finish.
         keep_columns : list of str, default=None
-            Input columns (such as ids) to put next to the output, in
-            ``output`` or in the returned frame.
+            Input columns (such as ids) to put next to the output, with
+            ``output`` or a file source: in ``output``, or in the returned
+            frame when a file source is scored without ``output``.
         **kwargs : dict
             Passed to ``estimator.predict``.
 

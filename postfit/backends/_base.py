@@ -126,8 +126,17 @@ class Backend(ABC):
     in_process: bool = True
     #: True when many workers in one process share the GIL.
     shares_gil: bool = False
+    #: Whether ``__init__`` raises a TypeError for options left over by the
+    #: subclass. postfit's own backends do, and registered ones may keep them.
+    rejects_unknown_options: bool = False
 
     def __init__(self, n_workers: int = 1, **options):
+        if options and self.rejects_unknown_options:
+            raise TypeError(
+                f"Unknown backend_options {sorted(options)} for the {self.name!r} backend, "
+                "which takes none of them. Remove them, or pass backend='dask' for "
+                "{'client': ...} and backend='ray' for {'max_retries': ...}."
+            )
         self.n_workers = n_workers
         self.options = options
 

@@ -379,6 +379,7 @@ class DaskBackend(Backend):
     """
 
     name = "dask"
+    rejects_unknown_options = True
     in_process = False
 
     def __init__(self, n_workers: int = 1, client=None, **options):

@@ -23,6 +23,8 @@ import contextlib
 import logging
 import mmap
 import os
+import pickle
+import secrets
 import shutil
 import signal
 import tempfile
@@ -35,7 +37,7 @@ from joblib.externals.loky import ProcessPoolExecutor
 
 from .._errors import interrupt_behind
 from .._kernel import ModelRef, content_token
-from ..exceptions import WorkerCrashedError
+from ..exceptions import BlockError, WorkerCrashedError
 from ._base import Backend, InputSlicer
 from .threading import bounded_imap
 
@@ -49,6 +51,9 @@ WORKER_IDLE_TIMEOUT = 300
 
 _POOL_LOCK = threading.Lock()
 _POOL: ProcessPoolExecutor | None = None
+#: Runs using ``_POOL`` now. A run that needs another worker count meanwhile
+#: gets a pool of its own, so that the running ones keep theirs.
+_POOL_USERS = 0
 
 _MAPS_LOCK = threading.Lock()
 _OPEN_MAPS: dict[str, np.ndarray] = {}
@@ -74,52 +79,102 @@ class SharedRows:
     """Rows ``start:stop`` of an array stored in a ``.npy`` file or raw memmap.
 
     A worker opens each file once and slices it, so loading a block reads
-    only its rows from the page cache.
+    only its rows from the page cache. ``identity`` distinguishes files at the
+    same path: a user's file saved again or replaced between runs is
+    opened afresh, and one changed during the run raises an error.
     """
 
-    def __init__(self, path, start, stop, layout=None):
+    def __init__(self, path, start, stop, layout=None, identity=None):
         self.path = path
         self.start = start
         self.stop = stop
         self.layout = layout
+        self.identity = identity
 
     def _open(self):
+        key = (self.path, self.layout, self.identity)
         with _MAPS_LOCK:
-            array = _OPEN_MAPS.get(self.path)
+            array = _OPEN_MAPS.get(key)
             if array is None:
                 if self.layout is None:
                     array = np.load(self.path, mmap_mode="r")
                 else:
+                    if file_identity(self.path) != self.identity:
+                        raise BlockError(
+                            f"The input file {self.path} changed while postfit was scoring "
+                            "it, so its rows may differ from those of the memmap that was "
+                            "given. Score a file that does not change during the run."
+                        )
                     dtype, shape, order, offset = self.layout
                     array = np.memmap(
                         self.path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset
                     )
-                # Keep only the maps of the current run: a new path means a new run.
+                # Keep only the maps of the current run: a new key means a new run.
                 _OPEN_MAPS.clear()
-                _OPEN_MAPS[self.path] = array
+                _OPEN_MAPS[key] = array
             return array
 
     def load(self):
         return self._open()[self.start : self.stop]
 
 
+def file_identity(path):
+    """Return what distinguishes the file at ``path`` from another file or an older version."""
+    status = os.stat(path)
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def _mapped_file(X):
+    """Return ``(device, inode)`` of the file that X's memory maps, or None when unknown.
+
+    Read from ``/proc/self/maps`` on Linux. A memmap whose file was replaced
+    at the same path still maps the old file, which the path no longer names.
+    """
+    address = X.ctypes.data
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                low, high = (int(part, 16) for part in fields[0].split("-"))
+                if low <= address < high and len(fields) >= 5:
+                    major, minor = (int(part, 16) for part in fields[3].split(":"))
+                    return os.makedev(major, minor), int(fields[4])
+    except (OSError, ValueError, IndexError) as exc:
+        logger.debug("loky backend: reading /proc/self/maps failed: %r", exc)
+    return None
+
+
 def _memmap_layout(X):
-    """Return (dtype, shape, order, offset) when X is a whole file-backed memmap."""
+    """Return ``((dtype, shape, order, offset), identity)`` when workers can map X's file.
+
+    That is when X is a whole, read-only or shared memmap of a file that its
+    path still names. A copy-on-write memmap (``mode="c"``) can hold changes
+    that its file lacks, so it is copied like any other array.
+    """
     if not isinstance(X, np.memmap) or not isinstance(X.base, mmap.mmap):
         return None
     if X.filename is None or not (X.flags.c_contiguous or X.flags.f_contiguous):
         return None
+    if getattr(X, "mode", None) not in ("r", "r+", "w+", "readonly", "readwrite", "write"):
+        return None
+    try:
+        identity = file_identity(X.filename)
+    except OSError:
+        return None
+    if _mapped_file(X) != identity[:2]:
+        return None
     order = "C" if X.flags.c_contiguous else "F"
-    return (X.dtype, X.shape, order, X.offset)
+    return (X.dtype, X.shape, order, X.offset), identity
 
 
 class _SharedArraySlicer(InputSlicer):
-    def __init__(self, path, layout=None):
+    def __init__(self, path, layout=None, identity=None):
         self.path = path
         self.layout = layout
+        self.identity = identity
 
     def __call__(self, start, stop):
-        return SharedRows(self.path, start, stop, self.layout)
+        return SharedRows(self.path, start, stop, self.layout, self.identity)
 
 
 class _WritingSlicer(_SharedArraySlicer):
@@ -131,8 +186,8 @@ class _WritingSlicer(_SharedArraySlicer):
     by the planner's probes, are never written or read.
     """
 
-    def __init__(self, path, X, fd, offset):
-        super().__init__(path)
+    def __init__(self, path, X, fd, offset, identity):
+        super().__init__(path, identity=identity)
         self.rows = X.reshape(X.shape[0], -1) if X.ndim > 1 else X.reshape(-1, 1)
         self.fd = fd
         self.offset = offset
@@ -153,7 +208,8 @@ class _WritingSlicer(_SharedArraySlicer):
     def _write(self, start, stop):
         if stop <= start:
             return
-        data = memoryview(self.rows[start:stop]).cast("B")
+        # A byte view, because memoryview cannot cast every dtype (datetime64).
+        data = memoryview(self.rows[start:stop].view(np.uint8)).cast("B")
         position = self.offset + start * self.row_nbytes
         while len(data):
             done = os.pwrite(self.fd, data, position)
@@ -169,8 +225,35 @@ def call_recording_warnings(func, block):
     with warnings.catch_warnings(record=True) as caught:
         # Record every warning: the caller's filters decide what is shown.
         warnings.simplefilter("always")
-        result = func(block)
+        try:
+            result = func(block)
+        except Exception as exc:
+            portable = _portable_error(exc)
+            if portable is exc:
+                raise
+            raise portable from None
     return result, [(w.category, str(w.message)) for w in caught]
+
+
+def _portable_error(exc: Exception) -> Exception:
+    """Return ``exc``, or a BlockError with its message when it cannot travel back pickled.
+
+    An exception class whose ``__init__`` takes other arguments than its
+    message fails to unpickle in the caller, which loky reports as a dead
+    worker.
+    """
+    try:
+        pickle.loads(cloudpickle.dumps(exc))
+    except Exception as failure:
+        cls = type(exc)
+        error = BlockError(
+            f"{cls.__module__}.{cls.__qualname__}: {exc} (the estimator raised this exception "
+            f"in a worker process, and it could not be sent back as it was: {failure!r})"
+        )
+        for note in getattr(exc, "__notes__", ()):
+            error.add_note(note)
+        return error
+    return exc
 
 
 def reraise_warnings(result_and_warnings):
@@ -200,29 +283,54 @@ def _interruptible(call, *args):
         raise interrupt from exc
 
 
-def get_pool(n_workers: int) -> ProcessPoolExecutor:
-    """Return postfit's pool of ``n_workers`` loky workers, starting one when needed.
+def acquire_pool(n_workers: int) -> tuple[ProcessPoolExecutor, bool]:
+    """Return a pool of ``n_workers`` loky workers and whether it is private to the caller.
 
-    The pool lives across runs, so its idle workers (kept for
+    postfit's shared pool lives across runs, so its idle workers (kept for
     ``WORKER_IDLE_TIMEOUT`` seconds) skip start-up and, for the same model,
-    the model load.
+    the model load. It is replaced when a run needs another worker count,
+    unless another run is using it: the new run then gets a private pool.
+    Each call is paired with :func:`release_pool`.
     """
-    global _POOL
+    global _POOL, _POOL_USERS
     with _POOL_LOCK:
         if _POOL is not None and not _is_usable(_POOL, n_workers):
+            if _POOL_USERS > 0:
+                return ProcessPoolExecutor(max_workers=n_workers), True
             _POOL.shutdown(wait=False)
             _POOL = None
         if _POOL is None:
             _POOL = ProcessPoolExecutor(max_workers=n_workers, timeout=WORKER_IDLE_TIMEOUT)
-        return _POOL
+            _POOL_USERS = 0
+        _POOL_USERS += 1
+        return _POOL, False
+
+
+def get_pool(n_workers: int) -> ProcessPoolExecutor:
+    """Return the shared pool of ``n_workers`` workers, started when needed, without using it."""
+    pool, private = acquire_pool(n_workers)
+    release_pool(pool, private)
+    return pool
+
+
+def release_pool(pool, private: bool) -> None:
+    """End a run's use of ``pool``, shutting it down when it was private."""
+    global _POOL_USERS
+    if private:
+        pool.shutdown(wait=False)
+        return
+    with _POOL_LOCK:
+        if pool is _POOL and _POOL_USERS > 0:
+            _POOL_USERS -= 1
 
 
 def discard_pool(pool) -> None:
     """Shut ``pool`` down, kill its workers, and start a new pool on the next run."""
-    global _POOL
+    global _POOL, _POOL_USERS
     with _POOL_LOCK:
         if _POOL is pool:
             _POOL = None
+            _POOL_USERS = 0
     try:
         pool.shutdown(wait=True, kill_workers=True)
     except RuntimeError:
@@ -244,6 +352,7 @@ class LokyBackend(Backend):
     """
 
     name = "loky"
+    rejects_unknown_options = True
     in_process = False
 
     def __init__(self, n_workers=1, **options):
@@ -273,26 +382,35 @@ class LokyBackend(Backend):
         if not isinstance(X, np.ndarray) or X.dtype.hasobject or X.ndim == 0:
             yield InputSlicer(X)
             return
-        layout = _memmap_layout(X)
-        if layout is not None:
-            yield _SharedArraySlicer(os.fspath(X.filename), layout)
+        shared = _memmap_layout(X)
+        if shared is not None:
+            yield _SharedArraySlicer(os.fspath(X.filename), *shared)
             return
         path = os.path.join(self._temp(), f"input-{id(X):x}.npy")
+        # A private file of this run, written once: a nonce distinguishes it
+        # from an earlier run's file that had the same path.
+        identity = secrets.token_hex(8)
         if not X.flags.c_contiguous:
             # Writing the buffer to the file takes less than half the time of
             # assigning into a fresh memmap, which faults in every page first.
             with open(_create_private(path), "wb") as f:
                 np.lib.format.write_array(f, X, allow_pickle=False)
-            yield _SharedArraySlicer(path)
+            yield _SharedArraySlicer(path, identity=identity)
             return
         with open(_create_private(path), "wb") as f:
             np.lib.format.write_array_header_2_0(f, np.lib.format.header_data_from_array_1_0(X))
             offset = f.tell()
             f.truncate(offset + X.nbytes)
-            yield _WritingSlicer(path, X, f.fileno(), offset)
+            yield _WritingSlicer(path, X, f.fileno(), offset, identity)
 
     def imap_unordered(self, func, blocks, max_in_flight):
-        pool = _interruptible(get_pool, self.n_workers)
+        pool, private = _interruptible(acquire_pool, self.n_workers)
+        try:
+            yield from self._imap(pool, func, blocks, max_in_flight)
+        finally:
+            release_pool(pool, private)
+
+    def _imap(self, pool, func, blocks, max_in_flight):
 
         def stop_workers(exc):
             # On KeyboardInterrupt, when the consumer stops early, or when a

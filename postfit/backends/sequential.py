@@ -14,6 +14,7 @@ class SequentialBackend(Backend):
     """
 
     name = "sequential"
+    rejects_unknown_options = True
 
     def __init__(self, n_workers: int = 1, **options):
         super().__init__(1, **options)

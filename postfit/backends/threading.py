@@ -107,6 +107,7 @@ class ThreadingBackend(Backend):
     """
 
     name = "threading"
+    rejects_unknown_options = True
     shares_gil = True
 
     def imap_unordered(self, func, blocks, max_in_flight):

@@ -19,7 +19,7 @@ __all__ = ["coerce_to_meta", "infer_meta", "meta_from_attributes"]
 
 
 def _final_estimator(estimator):
-    """Return the estimator that produces ``estimator``'s output, for example a pipeline's last step."""
+    """Return the estimator that computes ``estimator``'s output, such as a pipeline's last step."""
     for _ in range(10):
         steps = getattr(estimator, "steps", None)
         if isinstance(steps, list) and steps and isinstance(steps[-1], tuple):

@@ -12,6 +12,7 @@ import logging
 import math
 import numbers
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,10 +122,30 @@ def is_auto_budget(value) -> bool:
     return isinstance(value, str) and value.strip().lower() == "auto"
 
 
+#: Budgets below this many bytes are most likely a missing unit ("512" for
+#: "512MiB"): they cut blocks of a few rows, and a file output writes one
+#: part per block.
+SMALL_BUDGET = 2**20
+
+
 def check_memory_budget(value) -> None:
-    """Raise ValueError for an invalid memory budget, without measuring memory for "auto"."""
-    if not is_auto_budget(value):
-        parse_memory_budget(value)
+    """Raise ValueError for an invalid memory budget, without measuring memory for "auto".
+
+    A budget below ``SMALL_BUDGET`` gives a :class:`~postfit.exceptions.PostfitWarning`.
+    """
+    if is_auto_budget(value):
+        return
+    budget = parse_memory_budget(value)
+    if budget < SMALL_BUDGET:
+        from .exceptions import PostfitWarning
+
+        warnings.warn(
+            f"memory_budget={value!r} is {budget} bytes, which cuts blocks of a few rows "
+            "(and a file output writes a part per block). Pass a size with a unit, such as "
+            f"'{value}MiB', if that is what was meant.",
+            PostfitWarning,
+            stacklevel=4,
+        )
 
 
 def parse_memory_budget(value) -> int:
@@ -156,10 +177,10 @@ def parse_memory_budget(value) -> int:
     if isinstance(value, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
         unit = match.group(2).lower() if match else None
-        if match and unit in _UNITS and float(match.group(1)) > 0:
+        if match and unit in _UNITS and int(float(match.group(1)) * _UNITS[unit]) > 0:
             return int(float(match.group(1)) * _UNITS[unit])
     raise ValueError(
-        f"Invalid memory_budget {value!r}. Pass a positive number of bytes, a size "
+        f"Invalid memory_budget {value!r}. Pass a positive whole number of bytes, a size "
         "with a unit such as '512MiB' or '2GB', or 'auto'."
     )
 

@@ -14,9 +14,12 @@ function that runs it and returns the exit status. A new subcommand, such as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from ._errors import interrupt_behind
@@ -196,8 +199,14 @@ def _add_run_arguments(parser):
         "--backend",
         default="auto",
         metavar="NAME",
-        help="what runs the blocks: auto, sequential, threading, loky (processes), dask "
-        "or ray (default: auto)",
+        help="what runs the blocks: auto, sequential, threading, loky (processes), or dask "
+        "with --scheduler (default: auto)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --backend dask: the address of a running Dask scheduler, such as "
+        "tcp://10.0.0.5:8786 (default: DASK_SCHEDULER_ADDRESS). postfit starts no cluster",
     )
     parser.add_argument(
         "--workers",
@@ -290,13 +299,54 @@ def _wrapper(model, args, scoring=None):
 def _check_backend(name):
     from .backends import available_backends
 
+    if name == "ray":
+        raise UsageError(
+            "--backend ray needs a Ray session that the command cannot start or name. "
+            "Use ParallelPostFit(..., backend='ray') from Python after your own ray.init(), "
+            "or --backend dask --scheduler ADDRESS for a cluster."
+        )
     if name not in ("auto", *available_backends()):
         choices = ", ".join(["auto", *available_backends()])
         raise UsageError(f"Invalid --backend {name!r}. Choose one of {choices}.")
 
 
+@contextlib.contextmanager
+def _cluster(args):
+    """Connect to the Dask scheduler that ``--backend dask`` runs on, for the body's duration."""
+    if args.backend != "dask":
+        if args.scheduler:
+            raise UsageError("--scheduler applies to --backend dask; pass both, or neither.")
+        yield
+        return
+    import dask
+
+    address = args.scheduler or dask.config.get("scheduler-address", None)
+    if not address:
+        raise UsageError(
+            "--backend dask runs on a running Dask cluster, and postfit starts none. Pass "
+            "--scheduler tcp://HOST:8786 (or set DASK_SCHEDULER_ADDRESS) with the address "
+            "of its scheduler."
+        )
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout="10s")
+    except OSError as exc:
+        raise UsageError(
+            f"Cannot connect to the Dask scheduler at {address!r} ({exc}). Check the "
+            "address, and that the scheduler is running and reachable from here."
+        ) from exc
+    with client:
+        yield
+
+
 def _run_predict(args):
     _check_backend(args.backend)
+    with _cluster(args):
+        return _predict(args)
+
+
+def _predict(args):
     model = _load_model(args)
     if not hasattr(model, args.method):
         available = [m for m in METHODS if hasattr(model, m)]
@@ -335,6 +385,11 @@ def _default_scoring(model):
 
 def _run_score(args):
     _check_backend(args.backend)
+    with _cluster(args):
+        return _score(args)
+
+
+def _score(args):
     model = _load_model(args)
     source = _open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
     if not source.tabular:
@@ -345,6 +400,11 @@ def _run_score(args):
             f"Target column {args.target!r} not found in the input, which has columns {names}."
         )
     scoring = args.scoring or _default_scoring(model)
+    if scoring is None and not hasattr(model, "score"):
+        raise UsageError(
+            f"{type(model).__name__} has no score method of its own. Pass --scoring with a "
+            "metric that fits its output (a name from sklearn.metrics.get_scorer_names())."
+        )
     if isinstance(scoring, list) and len(scoring) == 1:
         scoring = scoring[0]
     wrapper = _wrapper(model, args, scoring=scoring)
@@ -501,16 +561,47 @@ def _stdout_closed() -> bool:
     return any(event & select.POLLERR for _, event in poller.poll(0))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the run stops as on Ctrl-C, and its workers are stopped too."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Raise :class:`Terminated` in the main thread on SIGTERM while the body runs.
+
+    ``timeout``, systemd and Kubernetes stop a job with SIGTERM. Python's
+    default action ends the process at once, which left loky's worker
+    processes running for minutes. Stopping as on Ctrl-C stops them and
+    releases the output's lock.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     """Run the ``postfit`` command on ``argv`` (default: sys.argv[1:]); return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
-        return args.handler(args)
+        with _sigterm_interrupts():
+            return args.handler(args)
     except _usage_errors() as exc:
         print(f"postfit {args.command}: error: {_describe_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"postfit {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"postfit {args.command}: interrupted", file=sys.stderr)
         return 130

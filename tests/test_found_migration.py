@@ -193,10 +193,12 @@ def test_missing_method_message_names_the_estimator():
     wrapper = ParallelPostFit(LinearRegression()).fit(np.eye(3), [1.0, 2.0, 3.0])
 
     # The pattern of dask-ml's own test of this error.
-    with pytest.raises(AttributeError, match=r"The wrapped estimator (.|\n)* 'predict_proba' method"):
+    with pytest.raises(
+        AttributeError, match=r"The wrapped estimator (.|\n)* 'predict_proba' method"
+    ):
         wrapper.predict_proba(np.eye(3))
     with pytest.raises(AttributeError, match="its post-fit methods: predict"):
-        wrapper.predict_proba
+        getattr(wrapper, "predict_proba")  # noqa: B009
     assert not hasattr(wrapper, "predict_proba")
 
 

@@ -786,7 +786,10 @@ def test_oversized_lazy_block_warns():
 
     X, y = digits()
     model = Incremental(SGDClassifier(), memory_budget=10_000)
-    with pytest.warns(PostfitWarning, match="exceed memory_budget"):
+    with (
+        pytest.warns(PostfitWarning, match="is 10000 bytes"),
+        pytest.warns(PostfitWarning, match="exceed memory_budget"),
+    ):
         model.fit(da.from_array(X, chunks=(BLOCK, -1)), y)
 
 

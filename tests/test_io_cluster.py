@@ -25,18 +25,21 @@ def inputs(tmp_path_factory):
     frame["id"] = np.arange(N_ROWS)
     frame.iloc[:500].to_parquet(folder / "a.parquet", row_group_size=100)
     frame.iloc[500:].to_parquet(folder / "b.parquet", row_group_size=100)
-    frame.to_csv(folder / "all.csv", index=False)
+    # Apart from the Parquet files: a folder read as Parquet warns about other data files.
+    csv_file = tmp_path_factory.mktemp("cluster-io-csv") / "all.csv"
+    frame.to_csv(csv_file, index=False)
     model = LogisticRegression().fit(frame[["x", "y"]], frame["x"] > 0)
-    return folder, frame, model
+    return folder, frame, model, csv_file
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
 @pytest.mark.parametrize("sink", ["memory", "parquet", "csv"])
 def test_dask_reads_writes_files(kind, sink, inputs, dask_client, tmp_path):  # noqa: F811
-    folder, frame, model = inputs
-    source = (
-        postfit.read_parquet(folder) if kind == "parquet" else postfit.read_csv(folder / "all.csv")
-    )
+    folder, frame, model, csv_file = inputs
+    if kind == "parquet":
+        source = postfit.read_parquet(folder)
+    else:
+        source = postfit.read_csv(csv_file)
     clf = ParallelPostFit(
         model, backend="dask", backend_options={"client": dask_client}, block_size=70
     )

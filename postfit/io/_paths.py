@@ -8,8 +8,11 @@ driver is installed.
 from __future__ import annotations
 
 import os
+import warnings
 
 import fsspec
+
+from ..exceptions import PostfitWarning
 
 __all__ = [
     "expand_paths",
@@ -95,17 +98,48 @@ def _expand_one(fs, item, fs_path, suffixes, what):
     if not fs.isdir(fs_path):
         return [fs_path]
     root = fs._strip_protocol(fs_path).rstrip("/")
-    found = sorted(
-        p
-        for p in fs.find(fs_path)
-        if not _is_hidden(p)
-        and not _in_hidden_folder(p, root)
-        and (not suffixes or p.lower().endswith(tuple(suffixes)))
+    visible = [p for p in fs.find(fs_path) if not _is_hidden(p) and not _in_hidden_folder(p, root)]
+    found = sorted(p for p in visible if not suffixes or p.lower().endswith(tuple(suffixes)))
+    chosen = set(found)
+    others = sorted(
+        p for p in visible if p not in chosen and p.lower().endswith(tuple(DATA_SUFFIXES))
     )
     if not found:
         wanted = f" ending in {', '.join(suffixes)}" if suffixes else ""
-        raise FileNotFoundError(f"The directory {item!r} contains no {what}{wanted}.")
+        hint = f" It contains {_describe_files(others)}: {_reader_hint(others)}." if others else ""
+        raise FileNotFoundError(f"The directory {item!r} contains no {what}{wanted}.{hint}")
+    if others:
+        warnings.warn(
+            f"The directory {item!r} also contains {_describe_files(others)}, which postfit "
+            f"skips because it reads {what}s here: {_reader_hint(others)}.",
+            PostfitWarning,
+            stacklevel=4,
+        )
     return found
+
+
+#: File endings of the data formats that postfit reads, with the reader of each.
+DATA_SUFFIXES = {
+    ".parquet": ("read_parquet", "parquet"),
+    ".pq": ("read_parquet", "parquet"),
+    ".csv": ("read_csv", "csv"),
+    ".tsv": ("read_csv", "csv"),
+    ".npy": ("read_npy", "npy"),
+}
+
+
+def _describe_files(paths, limit=3) -> str:
+    names = [os.path.basename(p) for p in paths[:limit]]
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    noun = "file" if len(paths) == 1 else "files"
+    return f"{len(paths)} other {noun} ({', '.join(names)}{more})"
+
+
+def _reader_hint(paths) -> str:
+    """Return how to read ``paths`` instead: the Python reader and the command-line option."""
+    ending = next(s for s in DATA_SUFFIXES if paths[0].lower().endswith(s))
+    reader, fmt = DATA_SUFFIXES[ending]
+    return f"read them with postfit.{reader}, or --input-format {fmt} on the command line"
 
 
 def to_url(fs, path: str) -> str:

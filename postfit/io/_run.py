@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from .. import _plan
 from .._blocks import EmptyOutput, OutputCollector, n_rows, normalize_input, output_rows
+from .._kernel import stable_model_token
 from .._meta import meta_from_attributes, normalize_user_meta
 from .._runner import _progress_bar, execute_blocks
 from .._validation import check_input_features
@@ -87,6 +88,20 @@ def _source_features(source, estimator, keep):
             f"with {expected} features. Choose the feature columns with columns=."
         )
     return features, True
+
+
+def _check_output_not_input(store, source) -> None:
+    """Raise an InputError when the output would replace or sit inside one of the inputs."""
+    if getattr(source, "fs", None) is not store.fs and type(source.fs) is not type(store.fs):
+        return
+    output = store.path.rstrip("/")
+    for path in source.paths:
+        path = path.rstrip("/")
+        if path == output or path.startswith(output + "/"):
+            raise InputError(
+                f"The output {store.url!r} is also an input ({path}), so writing it would "
+                "replace the rows being scored. Choose another output path."
+            )
 
 
 class _SourceInput:
@@ -275,10 +290,11 @@ def _method_name(method):
 
 def _run_record(method, kwargs, estimator, data, store, block_rows):
     return {
-        "version": 1,
+        # Version 2 identifies the model by a token that ignores padding bytes.
+        "version": 2,
         "method": _method_name(method),
         "kwargs": repr(sorted((kwargs or {}).items())),
-        "model": joblib.hash(estimator),
+        "model": stable_model_token(estimator),
         "input": data.fingerprint(),
         "features": data.features,
         "keep": data.keep,
@@ -363,6 +379,8 @@ def run_source(
             )
         if is_in_process_filesystem(store.fs):
             data.in_process_only = True
+        if isinstance(X, Source):
+            _check_output_not_input(store, X)
 
     backend = _choose_backend(options, effective_n_workers(options.n_jobs), data.in_process_only)
     try:
@@ -499,7 +517,9 @@ def _score(
     """Score ``blocks``, record each finished part, and return the number of rows scored."""
     total = data.n_rows if data.n_rows is not None else None
     scored = 0
-    bar = _progress_bar(total, options.progress, _method_name(method))
+    # A resumed run starts its bar at the rows that the interrupted run scored.
+    resumed = sum(receipt["rows"] for receipt in finished.values())
+    bar = _progress_bar(total, options.progress, _method_name(method), initial=resumed)
 
     def on_result(block, result):
         nonlocal scored

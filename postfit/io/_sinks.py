@@ -9,9 +9,13 @@ the blocks not listed. ``_postfit.lock`` contains the process id of the running
 job, so a second run on the same output is rejected.
 
 Parquet outputs are a directory of parts (a Parquet dataset that pandas,
-pyarrow, Dask and Spark read as one table). CSV, ``.npy`` and Zarr outputs
-are one file or store: their parts are staged in ``OUTPUT.postfit-parts/``
-and joined in block order once every block is done, then renamed into place.
+pyarrow, Dask and Spark read as one table). Until every block is done, the
+parts wait in ``OUTPUT/_postfit_parts/``, which those readers skip as they
+skip every name that starts with an underscore, so an unfinished output
+never reads as a complete table. A finished one contains an empty
+``_SUCCESS`` file, as Spark and Hadoop jobs write. CSV, ``.npy`` and Zarr outputs are one file
+or store: their parts are staged in ``OUTPUT.postfit-parts/`` and joined in
+block order once every block is done, then renamed into place.
 
 NOTE: when a run fails, blocks already running in loky worker processes
 still finish and may rename their part files after the run has returned. A
@@ -39,6 +43,7 @@ import pyarrow as pa
 from .._blocks import EmptyOutput
 from ..exceptions import OutputExistsError
 from ._paths import is_local, to_url
+from ._source import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,10 @@ RUN_RECORD = "_postfit_run.json"
 DONE_LOG = "_postfit_done.jsonl"
 LOCK_FILE = "_postfit.lock"
 STAGING_SUFFIX = ".postfit-parts"
+#: The folder inside a Parquet output that contains its parts until the run is complete.
+PARQUET_STAGING = "_postfit_parts"
+#: The empty file that marks a finished Parquet output.
+SUCCESS_MARKER = "_SUCCESS"
 FORMATS = {"parquet": ".parquet", "csv": ".csv", "npy": ".npy", "zarr": ".zarr"}
 # Formats stored as plain arrays, which cannot hold carried columns.
 ARRAY_FORMATS = ("npy", "zarr")
@@ -311,9 +320,6 @@ class OutputStore:
         if not fs.isdir(self.parts_dir) or not ours:
             if fs.isdir(self.parts_dir) and not fs.ls(self.parts_dir):
                 return None
-            if overwrite and not fs.isdir(self.parts_dir):
-                fs.rm(self.parts_dir)
-                return None
             raise OutputExistsError(
                 f"The output {self.url!r} already exists and was not written by postfit, "
                 "so postfit will not delete it. Remove it yourself or choose another path."
@@ -335,18 +341,29 @@ class OutputStore:
             if key == "block_rows":
                 continue
             if previous.get(key) != value:
-                raise ValueError(
-                    f"Cannot resume the run in {self.url!r}: its {key} differs from this "
-                    f"run's (stored {previous.get(key)!r}, now {value!r}). Pass the same "
-                    "input, model and options, or overwrite=True to start over."
+                what = RECORD_NAMES.get(key, key)
+                raise ResumeMismatchError(
+                    f"Cannot resume the run in {self.url!r}: {what} "
+                    f"{_describe_change(key, previous.get(key), value)}. Pass the same "
+                    "input, model and options as the interrupted run, or overwrite=True "
+                    "(--overwrite) to start over."
                 )
 
     def _remove_partial_parts(self):
         """Delete part files that a killed run left half-written under their temporary names."""
         # This run holds the lock, so no live writer owns these files.
-        for path in self.fs.glob(f"{self.parts_dir}/.part-*.tmp"):
-            logger.info("removing %s, left half-written by an interrupted run", path)
-            self.fs.rm(path)
+        for folder in (self.parts_dir, self._writing_dir()):
+            for path in self.fs.glob(f"{folder}/.part-*.tmp"):
+                logger.info("removing %s, left half-written by an interrupted run", path)
+                self.fs.rm(path)
+
+    def _writing_dir(self) -> str:
+        """Return the folder that workers write parts to."""
+        return self.parts_dir if self.staged else f"{self.parts_dir}/{PARQUET_STAGING}"
+
+    def _part_exists(self, name) -> bool:
+        """Return whether a finished part exists, still waiting or already in place."""
+        return self.fs.exists(f"{self._writing_dir()}/{name}") or self.fs.exists(self._file(name))
 
     def _finished(self) -> dict:
         """Return the receipts of finished parts whose files exist, by block index."""
@@ -361,7 +378,7 @@ class OutputStore:
             except json.JSONDecodeError:
                 # A run killed while appending leaves a partial last line.
                 continue
-            if receipt["file"] is None or self.fs.exists(self._file(receipt["file"])):
+            if receipt["file"] is None or self._part_exists(receipt["file"]):
                 finished[receipt["index"]] = receipt
         return finished
 
@@ -441,7 +458,9 @@ class OutputStore:
             f.write(line)
 
     def writer(self, names: OutputNames) -> PartWriter:
-        return PartWriter(self.fs, self.parts_dir, self.format, names)
+        directory = self._writing_dir()
+        self.fs.makedirs(directory, exist_ok=True)
+        return PartWriter(self.fs, directory, self.format, names)
 
     # Finishing --------------------------------------------------------------
 
@@ -449,9 +468,24 @@ class OutputStore:
         """Mark the run complete; staged formats are joined into the final file first."""
         ordered = [receipts[i] for i in sorted(receipts) if receipts[i]["file"] is not None]
         if not self.staged:
+            if not ordered and meta is not None:
+                # Every block was empty: one part of zero rows keeps the columns and types.
+                import pyarrow.parquet as pq
+
+                with self.fs.open(self._file("part-000000.parquet"), "wb") as f:
+                    pq.write_table(output_table(meta, names), f)
+            waiting = self._writing_dir()
+            for receipt in ordered:
+                source = f"{waiting}/{receipt['file']}"
+                if self.fs.exists(source):
+                    self.fs.mv(source, self._file(receipt["file"]))
+            if self.fs.exists(waiting):
+                self.fs.rm(waiting, recursive=True)
             record = self._read_json(RUN_RECORD)
             record["complete"] = True
             self._write_json(RUN_RECORD, record)
+            # The marker that Spark and Hadoop jobs write in a finished output.
+            self.fs.pipe_file(self._file(SUCCESS_MARKER), b"")
             return
         temporary = f"{self.path}.postfit-tmp"
         if self.fs.exists(temporary):
@@ -471,6 +505,9 @@ class OutputStore:
             columns = ordered[0]["columns"]
         elif meta is not None and getattr(meta, "ndim", 1) == 2:
             columns = names.names(meta.shape[1])
+        elif meta is None and names.labels is not None:
+            # A transformer's output feature names give the columns without any row.
+            columns = names.names(len(names.labels))
         else:
             columns = names.names(None)
         header = io.StringIO()
@@ -501,11 +538,14 @@ class OutputStore:
             dtype = np.result_type(*[dtype for _, _, dtype in headers])
             trailing = headers[0][0][1:]
         elif isinstance(meta, np.ndarray):
-            dtype, trailing = meta.dtype, meta.shape[1:]
+            # Labels held as Python strings are stored as fixed-width strings, as parts are.
+            dtype = np.dtype(str) if meta.dtype.hasobject else meta.dtype
+            trailing = meta.shape[1:]
         else:
-            raise ValueError(
+            raise InputError(
                 "Every block of the input was empty, so the type of the output is not "
-                "known. Pass the method's meta (for example predict_meta=) to write it."
+                "known. Pass the method's meta (for example predict_meta=) from Python, or "
+                "write the output to Parquet or CSV."
             )
         total = sum(shape[0] for shape, _, _ in headers)
         shape = (total, *trailing)
@@ -535,3 +575,45 @@ class OutputStore:
     def _load_part(self, receipt):
         with self.fs.open(self._file(receipt["file"]), "rb") as f:
             return np.load(f, allow_pickle=False)
+
+
+#: Descriptions of a run record's entries, in the words of the Python API and the command line.
+RECORD_NAMES = {
+    "version": "the run record's version",
+    "method": "the method",
+    "kwargs": "the method's keyword arguments",
+    "model": "the model",
+    "input": "the input",
+    "features": "the feature columns",
+    "keep": "keep_columns (--keep-columns)",
+    "format": "the output format",
+}
+
+
+class ResumeMismatchError(InputError):
+    """A resumed run differs from the interrupted run in its input, model or options."""
+
+
+def _describe_change(key, stored, now) -> str:
+    """Return how a run record's entry changed, naming the first input file that differs."""
+    if key == "model":
+        return "differs from the interrupted run's (another model, or the same one fitted again)"
+    if key == "input" and isinstance(stored, dict) and isinstance(now, dict):
+        stored_files = stored.get("files") or []
+        now_files = now.get("files") or []
+        for old, new in zip(stored_files, now_files, strict=False):
+            if old != new:
+                path = new.get("path", "?")
+                return f"changed: {path} has another size or change time than in that run"
+        if len(stored_files) != len(now_files):
+            return (
+                f"changed: it has {len(now_files)} files, and the interrupted run had "
+                f"{len(stored_files)}"
+            )
+    shown_stored, shown_now = _short(stored), _short(now)
+    return f"differs from the interrupted run's (stored {shown_stored}, now {shown_now})"
+
+
+def _short(value, limit=120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

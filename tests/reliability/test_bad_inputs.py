@@ -755,6 +755,7 @@ def test_failing_block_leaves_output_unfinished(backend, tmp_path, iris_frame):
     assert not (out / "_postfit.lock").exists()
     done = (out / "_postfit_done.jsonl").read_text().splitlines()
     assert 3 not in [json.loads(line)["index"] for line in done]
+    assert not (out / "_postfit_parts" / "part-000003.parquet").exists()
     assert not (out / "part-000003.parquet").exists()
 
 

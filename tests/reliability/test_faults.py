@@ -84,6 +84,7 @@ def test_killed_loky_worker_fails_clearly(tmp_path, iris_frame):
     assert "Nothing was returned or marked complete" in message
     assert "complete" not in _run_record(out)
     assert not (out / "_postfit.lock").exists()
+    assert not (out / "_postfit_parts" / "part-000002.parquet").exists()
     assert not (out / "part-000002.parquet").exists()
 
     # The pool recovers: the next run returns the estimator's own predictions.
@@ -211,11 +212,14 @@ def test_full_disk_fails_clearly(small_disk, tmp_path, iris_frame, monkeypatch):
     # The simulated full disk fails every part, so no part may be recorded.
     lines = log.read_text().splitlines() if log.exists() else []
     done = [json.loads(line) for line in lines]
-    written = sorted(p.name for p in out.glob("part-*.parquet"))
+    # An unfinished output keeps its parts out of readers' sight until the run completes.
+    waiting = out / "_postfit_parts"
+    written = sorted(p.name for p in waiting.glob("part-*.parquet"))
+    assert list(out.glob("part-*.parquet")) == []
     assert len(done) < 15
     for receipt in done:
         assert receipt["file"] in written
-        part = pd.read_parquet(out / receipt["file"])
+        part = pd.read_parquet(waiting / receipt["file"])
         start = receipt["index"] * 10_000
         expected = model.predict_proba(values[start : start + 10_000])
         assert_allclose(part.to_numpy(), expected, rtol=1e-12, atol=0)

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import pickle
 import secrets
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,8 +87,9 @@ def stable_model_token(estimator) -> str:
     in memory, padding bytes included. A tree's node array has 7 padding
     bytes per node whose contents are undefined, so the same forest loaded
     in two processes hashed differently. Here structured arrays are hashed
-    without their padding, sets in sorted order, and random states (which
-    skops restores afresh on each load) by their type alone.
+    without their padding, sets in sorted order, classes by their names, and
+    random states (which skops restores afresh on each load) by their type
+    alone.
 
     Examples
     --------
@@ -104,8 +106,9 @@ def stable_model_token(estimator) -> str:
     pickler.fast = True
     try:
         pickler.dump(estimator)
-    except (ValueError, RecursionError):
-        # A model that refers to itself needs the memo.
+    except (ValueError, RecursionError, pickle.PicklingError):
+        # A model that refers to itself needs the memo: cloudpickle reports
+        # the endless recursion without it as a PicklingError.
         writer = _DigestWriter()
         _StablePickler(writer, protocol=5).dump(estimator)
     return writer.digest.hexdigest()
@@ -124,10 +127,29 @@ class _DigestWriter:
         return view.nbytes
 
 
+def _named(name):
+    """Return ``name``: what a token writes in place of an object named by it."""
+    return name
+
+
+def _defined_by_value(cls) -> bool:
+    """Return True for a class that pickle cannot find by name, such as one defined in a script."""
+    if cls.__module__ in ("__main__", "__mp_main__"):
+        return True
+    found = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is not cls
+
+
 class _StablePickler(cloudpickle.Pickler):
     """A pickler that writes equal models alike: no padding bytes, sets sorted."""
 
     def reducer_override(self, obj):
+        if isinstance(obj, type) and _defined_by_value(obj):
+            # A class by its name: cloudpickle writes a class defined in a
+            # script by value, with an id drawn anew in each process.
+            return (_named, (f"class {obj.__module__}.{obj.__qualname__}",))
         if isinstance(obj, np.ndarray) and obj.dtype.names is not None:
             from numpy.lib import recfunctions
 
@@ -136,7 +158,7 @@ class _StablePickler(cloudpickle.Pickler):
         if isinstance(obj, (np.random.RandomState, np.random.Generator)):
             # A random state left on a fitted model does not change its
             # predictions, and skops restores a fresh one on each load.
-            return (str, (type(obj).__name__,))
+            return (_named, (type(obj).__name__,))
         if isinstance(obj, (set, frozenset)):
             try:
                 items = sorted(obj)

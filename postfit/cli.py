@@ -330,13 +330,16 @@ def _cluster(args):
     from distributed import Client
 
     try:
-        client = Client(address, timeout="10s")
-    except OSError as exc:
+        # Not the default client: one that fails to connect would stay the
+        # default, and later code in this process would find it.
+        client = Client(address, timeout="10s", set_as_default=False)
+    except (OSError, ValueError) as exc:
+        # distributed raises a ValueError for an address it cannot parse.
         raise UsageError(
             f"Cannot connect to the Dask scheduler at {address!r} ({exc}). Check the "
             "address, and that the scheduler is running and reachable from here."
         ) from exc
-    with client:
+    with client, client.as_current():
         yield
 
 

@@ -405,3 +405,68 @@ def test_empty_input_csv_names_transform_columns(empty_input, tmp_path):
     )
 
     assert (tmp_path / "o.csv").read_text().strip() == "a,b,c,d"
+
+
+# Model tokens of models with code ------------------------------------------------------
+
+_SCRIPT_MODEL = """
+import sys
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from postfit._kernel import stable_model_token
+
+class Double(TransformerMixin, BaseEstimator):
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return 2 * X
+
+X = np.arange(40.0).reshape(20, 2)
+y = np.arange(20) % 2
+model = make_pipeline(Double(), FunctionTransformer(lambda z: z + 1), LogisticRegression())
+model.fit(X, y)
+model.me = model
+print(stable_model_token(model))
+"""
+
+
+def test_token_of_script_classes_and_lambdas_stable(tmp_path):
+    script = tmp_path / "model.py"
+    script.write_text(_SCRIPT_MODEL)
+
+    runs = [
+        subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        for _ in range(2)
+    ]
+
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout
+
+
+def test_older_run_record_not_resumed(workspace, tmp_path):
+    folder, _ = workspace
+    model = postfit.load_model(folder / "tree.skops")
+    wrapper = postfit.ParallelPostFit(model, backend="sequential", block_size=500)
+    source = postfit.read_parquet(folder / "in.parquet")
+    wrapper.predict(source, output=tmp_path / "out")
+    record_path = tmp_path / "out" / "_postfit_run.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "version": 1, "complete": False}))
+
+    with pytest.raises(ValueError, match="another version of postfit wrote it.*overwrite=True"):
+        wrapper.predict(source, output=tmp_path / "out", resume=True)
+
+
+def test_malformed_scheduler_is_usage_error(workspace, tmp_path, capsys):
+    folder, _ = workspace
+    argv = ["predict", str(folder / "tree.skops"), str(folder / "in.parquet")]
+    argv += ["-o", str(tmp_path / "out"), "--backend", "dask", "--scheduler", "not-an-address"]
+
+    status = main(argv)
+
+    assert status == 2
+    assert "Cannot connect to the Dask scheduler at 'not-an-address'" in capsys.readouterr().err

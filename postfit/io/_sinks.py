@@ -12,8 +12,10 @@ Parquet outputs are a directory of parts (a Parquet dataset that pandas,
 pyarrow, Dask and Spark read as one table). Until every block is done, the
 parts wait in ``OUTPUT/_postfit_parts/``, which those readers skip as they
 skip every name that starts with an underscore, so an unfinished output
-never reads as a complete table. A finished one contains an empty
-``_SUCCESS`` file, as Spark and Hadoop jobs write. CSV, ``.npy`` and Zarr outputs are one file
+reads as an empty table. Then the parts move into place one rename each,
+and an empty ``_SUCCESS`` file, as Spark and Hadoop jobs write, marks the
+output finished: a run killed during the renames leaves part of the rows
+readable, and no ``_SUCCESS``. CSV, ``.npy`` and Zarr outputs are one file
 or store: their parts are staged in ``OUTPUT.postfit-parts/`` and joined in
 block order once every block is done, then renamed into place.
 
@@ -337,6 +339,13 @@ class OutputStore:
         )
 
     def _check_same_run(self, previous, record):
+        if previous.get("version") != record["version"]:
+            raise ResumeMismatchError(
+                f"Cannot resume the run in {self.url!r}: another version of postfit wrote it "
+                f"(run record version {previous.get('version')!r}, and this version writes "
+                f"{record['version']!r}), and its parts or model hash are kept differently. "
+                "Pass overwrite=True (--overwrite) to score the input again."
+            )
         for key, value in record.items():
             if key == "block_rows":
                 continue

@@ -11,6 +11,7 @@ as code.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import os
@@ -175,6 +176,13 @@ def add_fit_parser(subparsers):
         "a class path with parameters, such as "
         "sklearn.linear_model.SGDClassifier:loss=log_loss,alpha=1e-4 "
         f"(classes from: {', '.join(ALLOWED_PACKAGES)})",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log to stderr: -v for run summaries, -vv for planning details",
     )
     parser.add_argument(
         "--trust-model",

@@ -57,6 +57,7 @@ def _usage_errors():
         FileNotFoundError,
         IsADirectoryError,
         NotADirectoryError,
+        PermissionError,
         UntrustedModelError,
         OutputExistsError,
         InputError,
@@ -70,6 +71,11 @@ def _column_list(text):
     columns = [c.strip() for c in text.split(",") if c.strip()]
     if not columns:
         raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(
+            f"column {repeated[0]!r} is listed more than once in {text!r}; list each once"
+        )
     return columns
 
 
@@ -353,10 +359,19 @@ def _predict(args):
     model = _load_model(args)
     if not hasattr(model, args.method):
         available = [m for m in METHODS if hasattr(model, m)]
+        if not available:
+            raise UsageError(
+                f"The model file {args.model} contains an object of type "
+                f"{type(model).__name__}, which has none of the post-fit methods. Save a "
+                "fitted scikit-learn estimator in it, "
+                "for example with postfit.save_model(estimator, path)."
+            )
         raise UsageError(
             f"{type(model).__name__} has no method {args.method!r}. Its post-fit methods "
             f"are: {', '.join(available)}."
         )
+    if args.output is not None and not str(args.output).strip():
+        raise UsageError("The output path is empty. Pass -o PATH, for example -o scores/.")
     source = _open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
     wrapper = _wrapper(model, args)
     result = getattr(wrapper, args.method)(
@@ -542,6 +557,8 @@ def _configure_logging(verbosity):
 
 def _describe_error(exc) -> str:
     lines = [str(exc) or type(exc).__name__]
+    if isinstance(exc, PermissionError):
+        lines[0] += ". Check the permissions of that path, or choose another one."
     lines.extend(getattr(exc, "__notes__", []))
     return "\n".join(lines)
 

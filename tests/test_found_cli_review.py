@@ -1,10 +1,12 @@
 """Cases found by a review of the command line and file outputs.
 
-Each test failed before its fix: a resume rejected for tree models, an
-unfinished Parquet output that read as complete, a user's file deleted by
---overwrite, an output that replaced its input, SIGTERM that left loky
-workers running, budgets without a unit, a progress bar that stopped
-short on resume, and files of another format skipped without a word.
+Each test failed before its fix. Resuming: a resume rejected for tree
+models, and a progress bar that stopped short. Outputs: an unfinished
+Parquet output that read as complete, a user's file deleted by
+--overwrite, an output that replaced its input, and empty inputs. Runs:
+SIGTERM that left loky workers running, budgets without a unit, files of
+another format skipped without a word, dask and ray backends that the
+command could not use, and messages that named no fix.
 """
 
 from __future__ import annotations
@@ -470,3 +472,63 @@ def test_malformed_scheduler_is_usage_error(workspace, tmp_path, capsys):
 
     assert status == 2
     assert "Cannot connect to the Dask scheduler at 'not-an-address'" in capsys.readouterr().err
+
+
+# Messages of the command ---------------------------------------------------------------
+
+
+def test_model_file_without_estimator_named(workspace, tmp_path, capsys):
+    import skops.io
+
+    folder, _ = workspace
+    skops.io.dump({"a": 1}, tmp_path / "d.skops")
+
+    status = main(["predict", str(tmp_path / "d.skops"), str(folder / "in.parquet"), "-o", "x"])
+
+    assert status == 2
+    assert "contains an object of type dict, which has none" in capsys.readouterr().err
+
+
+def test_empty_output_path_rejected(workspace, capsys):
+    folder, _ = workspace
+
+    status = main(["predict", str(folder / "tree.skops"), str(folder / "in.parquet"), "-o", ""])
+
+    assert status == 2
+    assert "The output path is empty" in capsys.readouterr().err
+
+
+def test_repeated_keep_column_rejected(workspace, tmp_path, capsys):
+    folder, _ = workspace
+    argv = ["predict", str(folder / "tree.skops"), str(folder / "in.parquet")]
+
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "-o", str(tmp_path / "out"), "--keep-columns", "a,a"])
+
+    assert stop.value.code == 2
+    assert "column 'a' is listed more than once" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_usage_error(workspace, tmp_path, capsys):
+    folder, _ = workspace
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    # root may write to a read-only folder, but not create files in sysfs.
+    output = locked / "out" if not os.access(locked, os.W_OK) else "/sys/postfit-out"
+    if output == "/sys/postfit-out" and not os.path.isdir("/sys"):
+        pytest.skip("no folder that this user cannot write to")
+    argv = ["predict", str(folder / "tree.skops"), str(folder / "in.parquet")]
+
+    status = main([*argv, "-o", str(output), "--no-progress"])
+
+    assert status == 2
+    assert "Check the permissions of that path" in capsys.readouterr().err
+
+
+def test_fit_takes_verbose(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "-v", "--help"])
+
+    assert stop.value.code == 0
+    assert "--verbose" in capsys.readouterr().out

@@ -816,7 +816,7 @@ CLI_CASES = [
         "predict_model_is_an_array",
         ["predict", "array.skops", "data.parquet", "-o", "out"],
         2,
-        ("ndarray has no method 'predict'",),
+        ("contains an object of type ndarray, which has none of the post-fit",),
     ),
     (
         "predict_missing_input",

@@ -111,10 +111,12 @@ def n_rows(X) -> int:
     check_not_single_value(X)
     shape = getattr(X, "shape", None)
     if shape is None:
+        # A lazy frame, such as a polars LazyFrame, has a collect() that runs its query.
+        lazy = " Call X.collect() first to run its query." if hasattr(X, "collect") else ""
         raise TypeError(
             f"Expected an array-like input with rows, got {type(X).__name__}. "
             "Pass a NumPy array, a pandas or polars frame, a pyarrow Table, "
-            "a scipy.sparse matrix or a list of rows."
+            f"a scipy.sparse matrix or a list of rows.{lazy}"
         )
     return int(shape[0])
 

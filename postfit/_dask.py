@@ -119,6 +119,12 @@ def run_dask(
     (150, 3)
     """
     _reject_route_options(route_options)
+    unknown = sorted(set(options.backend_options) - {"client"})
+    if unknown:
+        raise TypeError(
+            f"backend_options {unknown} do not apply to a Dask input, whose chunks run on "
+            "Dask's own scheduler when the result is computed. Remove them."
+        )
     if output is not None:
         raise ValueError(
             f"output={output!r} is not supported for a Dask input. Keep the result lazy and "

@@ -87,6 +87,13 @@ def _check_names(estimator, X, fitted_names):
     """
     names = column_names(X)
     owner = type(estimator).__name__
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        counts = ", ".join(f"{n!r} {names.count(n)} times" for n in repeated[:5])
+        raise ValueError(
+            f"X has duplicate column names: {counts}. Give each column a unique name, as "
+            f"the frame that {owner} was fitted on had."
+        )
     by_name = _picks_columns_by_name(estimator)
     needed = _columns_used(_front_estimator(estimator), fitted_names) if by_name else fitted_names
     missing = [n for n in needed if n not in set(names)]

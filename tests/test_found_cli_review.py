@@ -532,3 +532,13 @@ def test_fit_takes_verbose(capsys):
 
     assert stop.value.code == 0
     assert "--verbose" in capsys.readouterr().out
+
+
+def test_columns_subset_of_named_model_rejected(workspace, tmp_path, capsys):
+    folder, _ = workspace
+    argv = ["predict", str(folder / "tree.skops"), str(folder / "in.parquet")]
+
+    status = main([*argv, "-o", str(tmp_path / "out"), "--columns", "a,b", "--no-progress"])
+
+    assert status == 2
+    assert "columns= leaves out ['c', 'd']" in capsys.readouterr().err

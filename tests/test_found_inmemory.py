@@ -320,3 +320,29 @@ def test_auto_backend_rejects_dask_option_on_numpy(linear):
         wrapper.predict(X)
     with pytest.raises(TypeError, match=r"backend_options \['client'\] apply to the 'dask'"):
         wrapper.predict(X[:100])
+
+
+def test_ray_option_rejected_for_dask_input(linear):
+    import dask.array as da
+
+    wrapper = ParallelPostFit(linear, backend_options={"max_retries": 2})
+
+    with pytest.raises(TypeError, match=r"\['max_retries'\] do not apply to a Dask input"):
+        wrapper.predict(da.from_array(np.zeros((20, 3)), chunks=10))
+
+
+def test_lazy_frame_gets_collect_hint(linear):
+    pl = pytest.importorskip("polars")
+    frame = pl.DataFrame({"a": [1.0, 2.0], "b": [0.0, 1.0], "c": [2.0, 3.0]})
+
+    with pytest.raises(TypeError, match=r"Call X\.collect\(\) first"):
+        ParallelPostFit(linear).predict(frame.lazy())
+
+
+def test_duplicate_column_names_rejected():
+    frame = pd.DataFrame({"a": np.arange(10.0), "b": np.arange(10.0) ** 2})
+    model = LinearRegression().fit(frame, np.arange(10.0))
+    doubled = pd.concat([frame, frame[["a"]]], axis=1)
+
+    with pytest.raises(ValueError, match="duplicate column names: 'a' 2 times"):
+        ParallelPostFit(model, backend="sequential").predict(doubled)

@@ -80,6 +80,13 @@ def _source_features(source, estimator, keep):
                 f"columns= lists {extra}, which {owner} was not fitted with. It was fitted "
                 f"with {fitted}; carry other columns with keep_columns=."
             )
+        left_out = [n for n in fitted if source.columns and n not in source.columns]
+        if left_out:
+            raise InputError(
+                f"columns= leaves out {left_out}, which {owner} was fitted with and needs. "
+                "It reads its columns by name, so leave columns= (--columns) out, or list "
+                f"all of {fitted}."
+            )
         return fitted, False
     features = source.columns or names
     if expected is not None and len(features) != expected:

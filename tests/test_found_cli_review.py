@@ -542,3 +542,10 @@ def test_columns_subset_of_named_model_rejected(workspace, tmp_path, capsys):
 
     assert status == 2
     assert "columns= leaves out ['c', 'd']" in capsys.readouterr().err
+
+
+def test_csv_reader_on_binary_file_names_it(tmp_path):
+    np.save(tmp_path / "rows.npy", np.random.default_rng(0).normal(size=(50, 4)))
+
+    with pytest.raises(ValueError, match=r"Cannot read the first line of .*rows\.npy"):
+        postfit.read_csv(tmp_path / "rows.npy").all_column_names()

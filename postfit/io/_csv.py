@@ -139,6 +139,16 @@ class CsvSource(Source):
             offset = f.tell()
         if not line.strip():
             return None, offset
+        try:
+            return self._header_names(line), offset
+        except pa.ArrowInvalid as exc:
+            raise InvalidFileError(
+                f"Cannot read the first line of {path!r} as a CSV header: {exc}. Check that it "
+                "is a CSV file. A file of another format needs its own reader (read_parquet, "
+                "read_npy, read_zarr), or --input-format on the command line."
+            ) from exc
+
+    def _header_names(self, line):
         read_options = pacsv.ReadOptions(autogenerate_column_names=True)
         width = pacsv.read_csv(
             io.BytesIO(line), read_options=read_options, parse_options=self.parse_options
@@ -152,8 +162,7 @@ class CsvSource(Source):
             parse_options=self.parse_options,
             convert_options=pacsv.ConvertOptions(column_types=as_text, strings_can_be_null=False),
         )
-        names = [table.column(i)[0].as_py() for i in range(width)]
-        return names, offset
+        return [table.column(i)[0].as_py() for i in range(width)]
 
     @cached_property
     def _layout(self):

@@ -11,7 +11,6 @@ as code.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib
 import os
@@ -177,13 +176,7 @@ def add_fit_parser(subparsers):
         "sklearn.linear_model.SGDClassifier:loss=log_loss,alpha=1e-4 "
         f"(classes from: {', '.join(ALLOWED_PACKAGES)})",
     )
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=argparse.SUPPRESS,
-        help="log to stderr: -v for run summaries, -vv for planning details",
-    )
+    cli.add_verbose_argument(parser)
     parser.add_argument(
         "--trust-model",
         action="store_true",

@@ -9,7 +9,6 @@ chunk's work in the cluster benchmark.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from ._blocks import EmptyOutput
@@ -83,7 +82,5 @@ def score_partition(part, model, method, kwargs, to_numpy, meta, partition_info=
             out = run_block(model, method, block, kwargs)
         if isinstance(out, EmptyOutput):
             return meta.set_axis(part.index[:0], axis=0)
-        if isinstance(out, (pd.Series, pd.DataFrame)):
-            out = out.set_axis(part.index, axis=0)
         result = coerce_to_meta(out, meta, method)
         return result.set_axis(part.index, axis=0)

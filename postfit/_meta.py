@@ -81,7 +81,7 @@ def meta_from_attributes(estimator, method, input_dtypes=()):
     Only single-output classifiers qualify: ``predict`` returns labels of the
     dtype of ``classes_``, and ``predict_proba`` / ``predict_log_proba``
     return one float64 column per class. A classifier fitted on several
-    labels per row (a multilabel ``OneVsRestClassifier``, say) does not
+    labels per row (a multilabel ``OneVsRestClassifier``, for example) does not
     qualify, nor do probabilities when ``input_dtypes`` contains a float32
     column: some models (naive Bayes, neural networks) then return float32.
 
@@ -153,7 +153,7 @@ def coerce_to_meta(out, meta, method=None):
     not fit a meta of dtype int8, nor a float regression output one of
     dtype int64. A float output may be rounded to a narrower float dtype
     that the meta declares. An output of another shape than the meta's
-    (a multilabel ``predict`` of width 3 for a 1-D meta, say) raises too.
+    (a multilabel ``predict`` of width 3 for a 1-D meta) raises too.
     ``method`` names the method in those messages.
     """
     if meta is None:
@@ -175,11 +175,11 @@ def coerce_to_meta(out, meta, method=None):
         index = getattr(out, "index", None)
         if isinstance(out, pd.DataFrame):
             frame = out
+            _check_shape(frame, (meta.shape[1],), method)
         else:
             values = np.asarray(out)
             _check_shape(values, (meta.shape[1],), method)
             frame = pd.DataFrame(values, index=index, dtype=values.dtype)
-        _check_shape(frame, (meta.shape[1],), method)
         frame.columns = meta.columns
         if list(frame.dtypes) == list(meta.dtypes):
             return frame
@@ -291,6 +291,6 @@ def _raise_lossy(values, dtype, method, cause=None):
     fix = f"{name}_meta=" if isinstance(method, str) else "a meta"
     raise BlockError(
         f"{name} returned {np.asarray(values).dtype} values that the declared output dtype "
-        f"{dtype} cannot hold{example}. Pass {fix} with a dtype that holds them "
-        f"({np.asarray(values).dtype}, say), or leave it out so that postfit finds the dtype."
+        f"{dtype} cannot hold{example}. Pass {fix} with a dtype wide enough for them, such "
+        f"as {np.asarray(values).dtype}, or leave it out so that postfit finds the dtype."
     ) from cause

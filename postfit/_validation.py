@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import warnings
 
 import numpy as np
@@ -71,35 +72,38 @@ def _columns_used(transformer, fitted_names):
     return [fitted_names[position] for position in sorted(used)]
 
 
-def _picks_columns_by_name(estimator) -> bool:
-    """Return True when a ColumnTransformer first receives X, picking its columns by name."""
+def _column_transformer_first(estimator):
+    """Return the ColumnTransformer that first receives X, picking its columns by name, or None."""
     from sklearn.compose import ColumnTransformer
 
-    return isinstance(_front_estimator(estimator), ColumnTransformer)
+    front = _front_estimator(estimator)
+    return front if isinstance(front, ColumnTransformer) else None
 
 
-def _check_names(estimator, X, fitted_names):
+def _check_names(estimator, X, fitted_names, picker=None):
     """Match a frame's columns to the fitted feature names; reorder when only the order differs.
 
-    A ColumnTransformer (or a pipeline that starts with one) picks its
-    columns by name, so it takes frames with other columns as well, and
-    without the columns that it drops. Those columns are dropped here.
+    ``picker`` is the ColumnTransformer that first receives X, if any. It
+    picks its columns by name, so it takes frames with other columns as
+    well, and without the columns that it drops. Those columns are dropped
+    here.
     """
     names = column_names(X)
     owner = type(estimator).__name__
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(names)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
-        counts = ", ".join(f"{n!r} {names.count(n)} times" for n in repeated[:5])
+        listed = ", ".join(f"{n!r} {counts[n]} times" for n in repeated[:5])
         raise ValueError(
-            f"X has duplicate column names: {counts}. Give each column a unique name, as "
+            f"X has duplicate column names: {listed}. Give each column a unique name, as "
             f"the frame that {owner} was fitted on had."
         )
-    by_name = _picks_columns_by_name(estimator)
-    needed = _columns_used(_front_estimator(estimator), fitted_names) if by_name else fitted_names
-    missing = [n for n in needed if n not in set(names)]
-    unexpected = [n for n in names if n not in set(fitted_names)]
-    if by_name and not missing:
-        present = [n for n in fitted_names if n in set(names)]
+    given, fitted = set(names), set(fitted_names)
+    needed = _columns_used(picker, fitted_names) if picker is not None else fitted_names
+    missing = [n for n in needed if n not in given]
+    unexpected = [n for n in names if n not in fitted]
+    if picker is not None and not missing:
+        present = [n for n in fitted_names if n in given]
         return X if names == present else _select_columns(X, present)
     if missing:
         raise ValueError(
@@ -181,8 +185,9 @@ def check_input_features(estimator, X):
         names = None
     by_name = False
     if fitted_names is not None and names is not None:
-        X = _check_names(estimator, X, [str(n) for n in fitted_names])
-        by_name = _picks_columns_by_name(estimator)
+        picker = _column_transformer_first(estimator)
+        X = _check_names(estimator, X, [str(n) for n in fitted_names], picker)
+        by_name = picker is not None
 
     expected = getattr(estimator, "n_features_in_", None)
     width = _n_columns(X)

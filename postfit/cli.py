@@ -151,9 +151,10 @@ def _workers(text):
 # Shared options -------------------------------------------------------------------
 
 
-def _add_model_argument(parser):
-    # -v is accepted after the subcommand too; SUPPRESS keeps a -v given
-    # before it from being reset by this parser's default.
+def add_verbose_argument(parser):
+    """Accept -v after a subcommand too."""
+    # SUPPRESS keeps a -v given before the subcommand from being reset by
+    # this parser's default.
     parser.add_argument(
         "-v",
         "--verbose",
@@ -161,6 +162,10 @@ def _add_model_argument(parser):
         default=argparse.SUPPRESS,
         help="log to stderr: -v for run summaries, -vv for planning details",
     )
+
+
+def _add_model_argument(parser):
+    add_verbose_argument(parser)
     parser.add_argument(
         "model", help="fitted model file: .skops, or .pkl/.joblib with --trust-model"
     )

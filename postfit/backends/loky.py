@@ -155,7 +155,8 @@ def _memmap_layout(X):
         return None
     if X.filename is None or not (X.flags.c_contiguous or X.flags.f_contiguous):
         return None
-    if getattr(X, "mode", None) not in ("r", "r+", "w+", "readonly", "readwrite", "write"):
+    # np.memmap stores its mode as "r", "r+", "w+" or "c", whatever name it was given.
+    if getattr(X, "mode", None) not in ("r", "r+", "w+"):
         return None
     try:
         identity = file_identity(X.filename)

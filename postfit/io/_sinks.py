@@ -350,9 +350,9 @@ class OutputStore:
             if key == "block_rows":
                 continue
             if previous.get(key) != value:
-                what = RECORD_NAMES.get(key, key)
+                entry = RECORD_NAMES.get(key, key)
                 raise ResumeMismatchError(
-                    f"Cannot resume the run in {self.url!r}: {what} "
+                    f"Cannot resume the run in {self.url!r}: {entry} "
                     f"{_describe_change(key, previous.get(key), value)}. Pass the same "
                     "input, model and options as the interrupted run, or overwrite=True "
                     "(--overwrite) to start over."

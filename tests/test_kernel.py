@@ -456,3 +456,18 @@ def test_pickle_model_carries_model_token():
     assert mark == _kernel.PICKLED_MODEL_MARK
     assert token == _kernel.model_token(model)
     np.testing.assert_array_equal(pickle.loads(payload).coef_, model.coef_)
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading"])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_output_keeps_the_estimator_memory_order(backend, order):
+    from sklearn.preprocessing import FunctionTransformer
+
+    layout = np.asfortranarray if order == "F" else np.ascontiguousarray
+    estimator = FunctionTransformer(lambda X: layout(X * 2.0)).fit(np.ones((2, 3)))
+    X = np.arange(300.0).reshape(100, 3)
+    want = estimator.transform(X)
+    got = ParallelPostFit(estimator, backend=backend, block_size=7).transform(X)
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.f_contiguous == want.flags.f_contiguous
+    assert got.flags.c_contiguous == want.flags.c_contiguous

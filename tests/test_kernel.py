@@ -460,7 +460,7 @@ def test_pickle_model_carries_model_token():
 
 @pytest.mark.parametrize("backend", ["sequential", "threading"])
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_output_keeps_the_estimator_memory_order(backend, order):
+def test_output_keeps_memory_order(backend, order):
     from sklearn.preprocessing import FunctionTransformer
 
     layout = np.asfortranarray if order == "F" else np.ascontiguousarray

@@ -141,6 +141,18 @@ def run_dask(
         and options.block_size == "auto"
         and _plan.is_auto_budget(options.memory_budget)
     )
+    client = options.backend_options.get("client")
+    if client is None:
+        return _map_and_compute(estimator, method, X, kwargs, user_meta, merge_chunks, execute)
+    from .backends.dask import current_client
+
+    # The given client scatters the model and computes the result, even
+    # when another client is the default one.
+    with current_client(client).as_current():
+        return _map_and_compute(estimator, method, X, kwargs, user_meta, merge_chunks, execute)
+
+
+def _map_and_compute(estimator, method, X, kwargs, user_meta, merge_chunks, execute):
     result = map_collection(estimator, method, X, kwargs or {}, user_meta, merge_chunks)
     if execute:
         return result.compute()

@@ -209,8 +209,9 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         processes for those that hold it, and a direct call for small inputs.
     backend_options : dict, default=None
         Keyword arguments of the backend, for example
-        ``{"client": client}`` to run the ``"dask"`` backend on a given
-        ``distributed.Client`` rather than the current default client.
+        ``{"client": client}`` to run the ``"dask"`` backend, and Dask
+        inputs, on a given ``distributed.Client`` rather than the current
+        default client.
     n_jobs : int or None, default=-1
         Number of workers, with scikit-learn's meaning: ``-1`` for all cores,
         ``None`` for 1 unless a ``joblib.parallel_config`` context sets

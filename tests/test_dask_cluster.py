@@ -479,3 +479,42 @@ def test_local_cluster_gets_data_directly(dask_client):  # noqa: F811
     with dask_client.as_current():
         lazy = ParallelPostFit(estimator).predict_proba(da.from_array(X, chunks=(25, 4)))
         np.testing.assert_allclose(lazy.compute(), estimator.predict_proba(X), rtol=RTOL)
+
+
+def _block_pids(X):
+    return np.full((len(X), 1), os.getpid())
+
+
+@pytest.mark.parametrize("kind", ["array", "frame"])
+def test_given_client_runs_dask_input(dask_client, kind):  # noqa: F811
+    from sklearn.preprocessing import FunctionTransformer
+
+    X = np.zeros((400, 2))
+    lazy_input = da.from_array(X, chunks=(100, 2))
+    if kind == "frame":
+        X = pd.DataFrame(X, columns=["a", "b"])
+        lazy_input = dd.from_pandas(X, npartitions=4)
+    estimator = FunctionTransformer(_block_pids).fit(X)
+    wrapper = ParallelPostFit(estimator, backend_options={"client": dask_client})
+
+    computed = np.asarray(wrapper.transform(lazy_input, execute=True))
+    lazy = wrapper.transform(lazy_input)
+    from_lazy = np.asarray(dask_client.compute(lazy).result())
+
+    workers = _worker_pids(dask_client)
+    assert computed.shape == (400, 1)
+    assert set(computed.ravel()) <= workers
+    assert set(from_lazy.ravel()) <= workers
+
+
+def test_given_closed_client_rejects_dask_input(dask_cluster):  # noqa: F811
+    from distributed import Client
+
+    X, y = _iris()
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    closed = Client(dask_cluster, set_as_default=False)
+    closed.close()
+    wrapper = ParallelPostFit(estimator, backend_options={"client": closed})
+
+    with pytest.raises(RuntimeError, match="is closed"):
+        wrapper.predict(da.from_array(X, chunks=(50, 4)), execute=True)

@@ -110,6 +110,19 @@ def test_three_dimensional_input(no_work):
         ParallelPostFit(estimator).predict(X)
 
 
+@pytest.mark.parametrize("backend", ["auto", "sequential", "threading", "loky"])
+def test_matrix_input_rejected(no_work, backend):
+    estimator = LogisticRegression().fit(np.eye(6)[:4], [0, 1, 0, 1])
+    with warnings.catch_warnings():
+        # NumPy warns that np.matrix is not recommended.
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        X = np.asmatrix(np.eye(6))
+    with pytest.raises(TypeError, match="np.matrix"):
+        estimator.predict(X)
+    with pytest.raises(TypeError, match=r"X is an np.matrix.*np.asarray\(X\)"):
+        ParallelPostFit(estimator, backend=backend, block_size=2).predict(X)
+
+
 @pytest.mark.parametrize("value", [np.array(5.0), np.float64(5.0)])
 @pytest.mark.parametrize("fitted_by", ["wrapper", "user"])
 def test_single_value_input(no_work, value, fitted_by):

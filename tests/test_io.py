@@ -271,6 +271,20 @@ def test_in_memory_array_to_npy(backend, array_model, tmp_path):
     assert_array_equal(np.load(tmp_path / "labels.npy"), array_model.predict(X))
 
 
+@pytest.mark.parametrize("sink", ["npy", "zarr"])
+def test_string_labels_to_array_file(sink, tmp_path):
+    X = np.random.default_rng(5).normal(size=(300, 3))
+    names = np.array(["setosa", "versicolor", "virginica"])
+    model = LogisticRegression().fit(X, names[np.arange(300) % 3])
+    clf = ParallelPostFit(model, backend="sequential", block_size=BLOCK_SIZE)
+
+    result = clf.predict(X, output=tmp_path / f"labels.{sink}")
+
+    got = read_output(result, sink)
+    assert got.shape == (300,)
+    assert_array_equal(got.astype(str), model.predict(X))
+
+
 # Bad input ------------------------------------------------------------------------
 
 

@@ -569,10 +569,8 @@ class OutputStore:
                 for receipt in ordered:
                     out.write(np.ascontiguousarray(self._load_part(receipt), dtype=dtype).data)
             return
-        import zarr
-
         chunk_rows = max([shape[0] for shape, _, _ in headers] + [1])
-        array = zarr.create_array(
+        array = _create_zarr_array(
             to_url(self.fs, temporary), shape=shape, chunks=(chunk_rows, *trailing), dtype=dtype
         )
         start = 0
@@ -584,6 +582,23 @@ class OutputStore:
     def _load_part(self, receipt):
         with self.fs.open(self._file(receipt["file"]), "rb") as f:
             return np.load(f, allow_pickle=False)
+
+
+def _create_zarr_array(url, shape, chunks, dtype):
+    """Create an empty Zarr array at ``url``, with strings stored in a specified data type.
+
+    Zarr 3 warns that fixed-width NumPy strings (``<U10``) have no Zarr V3
+    specification, so string labels are stored as variable-length UTF-8
+    strings, which have one and read back as strings. Zarr 2 stores
+    fixed-width strings as they are.
+    """
+    import zarr
+
+    if not hasattr(zarr, "create_array"):
+        return zarr.open_array(url, mode="w", shape=shape, chunks=chunks, dtype=dtype)
+    if dtype.kind == "U" and hasattr(zarr, "dtype"):
+        dtype = zarr.dtype.VariableLengthUTF8()
+    return zarr.create_array(url, shape=shape, chunks=chunks, dtype=dtype)
 
 
 #: Descriptions of a run record's entries, in the words of the Python API and the command line.

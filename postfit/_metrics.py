@@ -42,6 +42,7 @@ from sklearn import metrics
 from sklearn.metrics import _scorer
 from sklearn.utils import check_array
 from sklearn.utils._response import _process_decision_function, _process_predict_proba
+from sklearn.utils.validation import assert_all_finite
 
 __all__ = ["MetricSpec", "build_spec", "merge_stats", "finalize_stats"]
 
@@ -99,7 +100,24 @@ _LABELLED_MEAN_FUNCTIONS = {
 
 _MOMENT_FUNCTIONS = {metrics.r2_score, metrics.explained_variance_score}
 
-_D2_FUNCTIONS = {metrics.d2_log_loss_score, metrics.d2_brier_score}
+# d2_brier_score came with scikit-learn 1.8.
+_D2_FUNCTIONS = {
+    getattr(metrics, name)
+    for name in ("d2_log_loss_score", "d2_brier_score")
+    if hasattr(metrics, name)
+}
+
+
+#: scikit-learn's message for sample weights that are all zero.
+ZERO_WEIGHTS_MESSAGE = "Sample weights must contain at least one non-zero number."
+
+
+class ZeroWeightsError(ValueError, ZeroDivisionError):
+    """Sample weights that are all zero, which leave a weighted metric undefined.
+
+    scikit-learn 1.9 raises a ValueError here, and older versions the
+    ZeroDivisionError of ``np.average``, so this error is both.
+    """
 
 
 def accepts(function, parameter) -> bool:
@@ -108,6 +126,15 @@ def accepts(function, parameter) -> bool:
         return parameter in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+def accepts_keywords(function) -> bool:
+    """Return True when ``function`` takes any keyword argument (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 @dataclass
@@ -186,7 +213,9 @@ def build_spec(name, scorer, estimator, y_ndim, use_weight):
     response = _resolve_response(name, scorer, estimator)
     score_func = scorer._score_func
     kwargs = dict(scorer._kwargs)
-    if use_weight and not accepts(score_func, "sample_weight"):
+    # A scikit-learn scorer passes sample_weight to any metric that takes **kwargs.
+    takes_weight = accepts(score_func, "sample_weight") or accepts_keywords(score_func)
+    if use_weight and not takes_weight:
         raise TypeError(
             f"Scorer {name!r} computes {score_func.__name__}, which takes no sample_weight, "
             "but sample_weight was given. Score without sample_weight, or choose a "
@@ -307,11 +336,24 @@ def _mean_stats(spec, y_true, y_pred, sample_weight):
     kwargs = {**spec.kwargs, **spec.block_kwargs}
     if sample_weight is not None:
         kwargs["sample_weight"] = sample_weight
+    if spec.mean_func is metrics.log_loss:
+        _check_finite_labels(y_true)
     value = spec.mean_func(y_true, y_pred, **kwargs)
     if spec.kwargs.get("normalize", True) is False:
         # normalize=False returns a sum, which adds up as it is.
         return (total, np.asarray(value, dtype=float), labels)
     return (total, np.asarray(value, dtype=float) * total, labels)
+
+
+def _check_finite_labels(y_true):
+    """Raise scikit-learn's error for NaN or infinite labels.
+
+    log_loss checks y itself, but the labels that postfit passes to it would
+    report NaN as a label missing from them.
+    """
+    y_true = np.asarray(y_true)
+    if y_true.dtype.kind in "fc":
+        assert_all_finite(y_true, input_name="y")
 
 
 def _d2_stats(spec, y_true, y_proba, sample_weight):
@@ -329,6 +371,7 @@ def _d2_stats(spec, y_true, y_proba, sample_weight):
         return (len(y_true), 0.0, class_weights, labels)
     kwargs = {"sample_weight": sample_weight, "labels": spec.classes}
     if spec.score_func is metrics.d2_log_loss_score:
+        _check_finite_labels(y_true)
         loss = metrics.log_loss(y_true, y_proba, normalize=False, **kwargs)
     else:
         pos_label = spec.kwargs.get("pos_label")
@@ -349,7 +392,10 @@ def _moment_stats(y_true, y_pred, sample_weight):
 
     The tuple contains the row count, the weight sum and, per output, the mean
     and the sum of squared deviations of y, the residual sum of squares, and
-    the mean and the sum of squared deviations of the residual.
+    the mean and the sum of squared deviations of the residual. The mean of y
+    is kept as two rows, a value of y (the shift) and the mean's distance from
+    it, so that targets far from zero (around 1e9, say) keep the digits of
+    their spread when blocks are merged.
     """
     # scikit-learn's regression metrics reject NaN and infinity in either input.
     y_true = _as_columns(check_array(y_true, ensure_2d=False, dtype=None, input_name="y_true"))
@@ -367,9 +413,12 @@ def _moment_stats(y_true, y_pred, sample_weight):
     ss_res = np.sum(column_weight * residual**2, axis=0)
     if total == 0:
         zeros = np.zeros(y_true.shape[1])
-        return (n, 0.0, zeros, zeros, ss_res, zeros, zeros)
-    mean_y = np.sum(column_weight * y_true, axis=0) / total
-    m2_y = np.sum(column_weight * (y_true - mean_y) ** 2, axis=0)
+        return (n, 0.0, np.zeros((2, y_true.shape[1])), zeros, ss_res, zeros, zeros)
+    shift = y_true[0]
+    centred = y_true - shift
+    offset = np.sum(column_weight * centred, axis=0) / total
+    mean_y = np.stack([shift, offset])
+    m2_y = np.sum(column_weight * (centred - offset) ** 2, axis=0)
     mean_r = np.sum(column_weight * residual, axis=0) / total
     m2_r = np.sum(column_weight * (residual - mean_r) ** 2, axis=0)
     return (n, total, mean_y, m2_y, ss_res, mean_r, m2_r)
@@ -386,9 +435,11 @@ def _merge_moments(a, b):
     if w_a == 0 or w_b == 0:
         keep = a if w_b == 0 else b
         return (n_a + n_b, total, keep[2], keep[3] + 0.0, ss_a + ss_b, keep[5], keep[6])
-    delta_y = mean_y_b - mean_y_a
+    # Each mean is a shift plus an offset, and the shifts are values of y of
+    # nearly equal size, so their difference is exact or nearly so.
+    delta_y = (mean_y_b[0] - mean_y_a[0]) + (mean_y_b[1] - mean_y_a[1])
     delta_r = mean_r_b - mean_r_a
-    mean_y = mean_y_a + delta_y * (w_b / total)
+    mean_y = np.stack([mean_y_a[0], mean_y_a[1] + delta_y * (w_b / total)])
     mean_r = mean_r_a + delta_r * (w_b / total)
     m2_y = m2_y_a + m2_y_b + delta_y**2 * (w_a * w_b / total)
     m2_r = m2_r_a + m2_r_b + delta_r**2 * (w_a * w_b / total)
@@ -459,10 +510,7 @@ def _finalize_mean(spec, stats):
     if spec.kwargs.get("normalize", True) is False:
         return float(weighted_sum)
     if total == 0:
-        raise ZeroDivisionError(
-            f"The sample weights of scorer {spec.name!r} sum to zero, so its weighted "
-            "mean is undefined. Pass weights with a positive sum."
-        )
+        raise ZeroWeightsError(ZERO_WEIGHTS_MESSAGE)
     per_output = weighted_sum / total
     if spec.root:
         per_output = np.sqrt(per_output)
@@ -488,8 +536,22 @@ def _check_labels_cover_classes(spec, labels):
     )
 
 
+def _check_custom_weights(multioutput, per_output):
+    """Raise as scikit-learn does for output weights that do not fit the outputs."""
+    if isinstance(multioutput, str):
+        return
+    if np.ndim(per_output) == 0 or np.size(per_output) == 1 and np.ndim(per_output) == 1:
+        raise ValueError("Custom weights are useful only in multi-output cases.")
+    if len(multioutput) != np.size(per_output):
+        raise ValueError(
+            f"There must be equally many custom weights ({len(multioutput)}) as outputs "
+            f"({np.size(per_output)})."
+        )
+
+
 def _average_outputs(per_output, multioutput):
     per_output = np.asarray(per_output, dtype=float)
+    _check_custom_weights(multioutput, per_output)
     if per_output.ndim == 0:
         return float(per_output)
     if isinstance(multioutput, str) and multioutput == "raw_values":
@@ -503,8 +565,7 @@ def _finalize_moments(spec, stats):
     """Assemble R² or explained variance as scikit-learn does, force_finite included."""
     n, total, _, m2_y, ss_res, _, m2_r = stats
     if n > 0 and total == 0:
-        # scikit-learn's own message for weights that are all zero.
-        raise ValueError("Sample weights must contain at least one non-zero number.")
+        raise ZeroWeightsError(ZERO_WEIGHTS_MESSAGE)
     if n < 2:
         import warnings
 
@@ -525,6 +586,7 @@ def _finalize_moments(spec, stats):
     if force_finite:
         defined = denominator != 0
         scores = np.where(defined, scores, np.where(numerator != 0, 0.0, 1.0))
+    _check_custom_weights(multioutput, scores)
     if isinstance(multioutput, str) and multioutput == "raw_values":
         return scores
     weights = None
@@ -552,6 +614,8 @@ def _finalize_d2(spec, stats):
         return float("nan")
     _check_labels_cover_classes(spec, labels)
     total = class_weights.sum()
+    if total == 0:
+        raise ZeroWeightsError(ZERO_WEIGHTS_MESSAGE)
     frequencies = class_weights / total
     if spec.score_func is metrics.d2_log_loss_score:
         # log_loss clips probabilities to [eps, 1 - eps] before the logarithm.

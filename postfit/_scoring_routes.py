@@ -67,6 +67,12 @@ def _aligned_parts(name, values, X, x_parts):
                     f"X has chunks of unknown size, so {name} cannot be cut at its rows. "
                     "Call X.compute_chunk_sizes() first."
                 )
+            length = values.shape[0]
+            if not np.isnan(length) and length != X.shape[0]:
+                raise ValueError(
+                    f"{name} has {length} rows, but X has {X.shape[0]}. Pass one {name} "
+                    "value per row of X."
+                )
             values = values.rechunk({0: X.chunks[0], **{i: -1 for i in range(1, values.ndim)}})
             return list(values.to_delayed().ravel())
         parts = _dask_row_parts(values)
@@ -86,6 +92,12 @@ def _aligned_parts(name, values, X, x_parts):
             )
         stops = np.cumsum(X.chunks[0])
         return [values[stop - size : stop] for size, stop in zip(X.chunks[0], stops, strict=True)]
+    if isinstance(X, da.Array):
+        raise TypeError(
+            f"{name} is an in-memory {type(values).__name__}, but X is a Dask Array whose "
+            f"chunk sizes are not known, so {name} cannot be cut at its rows. Call "
+            "X = X.compute_chunk_sizes() first."
+        )
     raise TypeError(
         f"{name} is an in-memory {type(values).__name__}, but X is a Dask DataFrame whose "
         f"partition lengths are not known before it is read. Pass {name} as a Dask "
@@ -152,10 +164,14 @@ def score_dask(plan, estimator, X, y, sample_weight):
     y_parts = _aligned_parts("y", y, X, x_parts)
     weight_parts = _aligned_parts("sample_weight", sample_weight, X, x_parts)
     model = dask.delayed(estimator, pure=True)
-    stats = [
-        dask.delayed(score_partition, pure=True)(model, x, t, w, plan.specs, restore_names)
-        for x, t, w in zip(x_parts, y_parts, weight_parts, strict=True)
-    ]
+    stats = []
+    if plan.specs:
+        # Metrics that need the whole data (the estimator's own score, say)
+        # have no statistics per partition, and may take no y.
+        stats = [
+            dask.delayed(score_partition, pure=True)(model, x, t, w, plan.specs, restore_names)
+            for x, t, w in zip(x_parts, y_parts, weight_parts, strict=True)
+        ]
     whole = {}
     if plan.whole_data:
         warn_whole_data(plan)

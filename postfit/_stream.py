@@ -23,6 +23,7 @@ when an in-memory or differently chunked companion needs them.
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,11 @@ class _DaskArrayX:
         if X.ndim == 2 and len(X.chunks[1]) > 1:
             # A block is whole rows, so all columns go into one chunk.
             X = X.rechunk({1: -1})
-        if isinstance(block_size, int) and not _has_unknown_chunks(X):
+        if isinstance(block_size, int):
+            if _has_unknown_chunks(X):
+                # Rechunking needs the chunk sizes, which takes one pass over X.
+                logger.debug("counting the rows of %d Dask chunks of X", X.numblocks[0])
+                X = X.compute_chunk_sizes()
             X = X.rechunk({0: block_size})
         self.X = X
         self.n_blocks = X.numblocks[0]
@@ -350,6 +355,9 @@ class BlockStream:
 
     def _is_per_sample(self, key, value) -> bool:
         if key in WHOLE_FIT_PARAMS or value is None or isinstance(value, (str, bytes, dict)):
+            return False
+        if isinstance(value, numbers.Number) or (isinstance(value, np.ndarray) and value.ndim == 0):
+            # A single value, such as sample_weight=2.0, goes to every call as it is.
             return False
         if key in PER_SAMPLE_FIT_PARAMS or is_dask_collection(value):
             return True

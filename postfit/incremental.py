@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import assert_all_finite
 
 from . import _plan
-from ._blocks import n_rows, normalize_input
+from ._blocks import column_names, n_rows, normalize_input
 from ._errors import add_note
 from ._inputs import is_dask_collection, is_source
 from ._stream import BlockStream, take_positions
@@ -254,7 +254,7 @@ class Incremental(ParallelPostFit):
         check_random_state(self.random_state)
         return self._check_options()
 
-    def _check_validation(self, estimator, X_val, y_val):
+    def _check_validation(self, estimator, X_val, y_val, sample_weight_val):
         """Raise before training when early stopping or validation scores cannot work."""
         if self.early_stopping and X_val is None:
             raise ValueError(
@@ -275,6 +275,12 @@ class Incremental(ParallelPostFit):
                 f"{type(estimator).__name__} has no score method, so it cannot be scored "
                 "on X_val. Pass scoring=, a scorer name or callable, to Incremental."
             )
+        if y_val is None and _scoring_needs_y(self.scoring, estimator):
+            raise ValueError(
+                "Scoring the validation data needs its targets, but y_val is None. Pass "
+                "y_val, or the name of the column of X_val that contains them."
+            )
+        _check_validation_rows(X_val, y_val, sample_weight_val)
 
     # Training -----------------------------------------------------------------
 
@@ -309,7 +315,7 @@ class Incremental(ParallelPostFit):
         estimator = clone(self.estimator)
         _check_has_partial_fit(estimator)
         options = self._check_training_options()
-        self._check_validation(estimator, X_val, y_val)
+        self._check_validation(estimator, X_val, y_val, sample_weight_val)
         rng = check_random_state(self.random_state)
 
         stream = self._make_stream(X, y, fit_params, options)
@@ -541,6 +547,49 @@ def _is_positive_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
+def _scoring_needs_y(scoring, estimator) -> bool:
+    """Return whether ``scoring`` surely needs targets: a scorer name, or a ``score(X, y)``."""
+    if isinstance(scoring, str):
+        return True
+    if scoring is not None:
+        return False
+    try:
+        parameter = inspect.signature(estimator.score).parameters.get("y")
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+def _check_validation_rows(X_val, y_val, sample_weight_val):
+    """Raise before training when y_val or sample_weight_val do not fit the rows of X_val.
+
+    Dask collections and file sources are checked when they are scored, as
+    their rows are not counted before.
+    """
+    if is_dask_collection(X_val) or is_source(X_val):
+        return
+    if isinstance(y_val, str):
+        names = column_names(X_val)
+        if names is None or y_val not in names:
+            shown = "no column names" if names is None else f"the columns {list(names)[:10]}"
+            raise ValueError(
+                f"y_val={y_val!r} names a column, but X_val has {shown}. Pass y_val as an "
+                "array, or X_val as a frame that contains the column."
+            )
+    n = n_rows(X_val)
+    for name, values in (("y_val", y_val), ("sample_weight_val", sample_weight_val)):
+        if values is None or isinstance(values, str) or is_dask_collection(values):
+            continue
+        if np.ndim(values) == 0:
+            continue
+        length = n_rows(values)
+        if length != n:
+            raise ValueError(
+                f"{name} has {length} rows, but X_val has {n}. Pass one {name} value per "
+                "row of X_val."
+            )
+
+
 def _auto_block_size(X, memory_budget) -> int:
     """Return rows per block of an in-memory X or a file source.
 
@@ -657,12 +706,17 @@ def _dask_unique(collection):
     import dask.array as da
 
     if isinstance(collection, da.Array):
+        if collection.ndim == 2 and collection.shape[1] == 1:
+            # One output, raveled as for an in-memory y.
+            collection = collection[:, 0]
         if collection.ndim != 1:
             raise ValueError(
                 f"classes cannot be found from a y of shape {collection.shape}. "
                 "Pass classes= to fit, with the labels of each output."
             )
         return da.unique(collection).compute()
+    if collection.ndim == 2 and len(collection.columns) == 1:
+        collection = collection[collection.columns[0]]
     if collection.ndim != 1:
         raise ValueError(
             f"classes cannot be found from a y with columns {list(collection.columns)}. "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import numbers
 import time
 import warnings
 from dataclasses import dataclass
@@ -429,6 +430,8 @@ def score(wrapper, X, y=None, sample_weight=None, execute=None):
         # NOTE: Ray Datasets are read whole; their blocks have no row ranges
         # that y could be cut at.
         X = materialize(X)
+    _check_not_scalar("y", y)
+    _check_not_scalar("sample_weight", sample_weight)
     weighted = sample_weight is not None
     plan = build_plan(estimator, wrapper.scoring, _target_ndim(y, X), weighted)
     if plan.specs and y is None:
@@ -448,6 +451,16 @@ def score(wrapper, X, y=None, sample_weight=None, execute=None):
 
         return dask.delayed(_score_now, pure=False)(plan, estimator, X, y, sample_weight, options)
     return _score_now(plan, estimator, X, y, sample_weight, options)
+
+
+def _check_not_scalar(name, values):
+    """Raise a ValueError for a single value given where one value per row is expected."""
+    if isinstance(values, numbers.Number) or (isinstance(values, np.ndarray) and values.ndim == 0):
+        column = " or the name (a string) of a column of X" if name == "y" else ""
+        raise ValueError(
+            f"{name} is a single value ({values!r}), but it must have one value per row "
+            f"of X. Pass an array{column}."
+        )
 
 
 def _score_now(plan, estimator, X, y, sample_weight, options):

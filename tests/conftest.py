@@ -69,3 +69,13 @@ def require_loopback_only():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def listed_cases(mark):
+    """Return a ``pytest.mark.parametrize`` mark with its cases in a list.
+
+    ``parametrize_with_checks`` of scikit-learn 1.7 gives its cases as a
+    generator, which pytest 9 deprecates with a warning (an error here).
+    """
+    names, cases = mark.args
+    return pytest.mark.parametrize(names, list(cases), **mark.kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import listed_cases
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
@@ -25,6 +26,6 @@ def expected_failed_checks(estimator):
     return {}
 
 
-@parametrize_with_checks(WRAPPED, expected_failed_checks=expected_failed_checks)
+@listed_cases(parametrize_with_checks(WRAPPED, expected_failed_checks=expected_failed_checks))
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import listed_cases
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.naive_bayes import MultinomialNB
@@ -23,6 +24,6 @@ ESTIMATORS = [
 # MiniBatchKMeans is scored with its own score, which needs X whole; postfit
 # warns about that, and these checks call score on purpose.
 @pytest.mark.filterwarnings("ignore::postfit.exceptions.MaterializedScoringWarning")
-@parametrize_with_checks(ESTIMATORS)
+@listed_cases(parametrize_with_checks(ESTIMATORS))
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

@@ -119,6 +119,13 @@ def run_dask(
     (150, 3)
     """
     _reject_route_options(route_options)
+    if options.backend not in ("auto", "dask"):
+        raise ValueError(
+            f"A Dask input, or execute=False, gives a lazy Dask result that Dask's scheduler "
+            f"computes, so backend={options.backend!r} does not apply. Pass backend='auto' "
+            "or backend='dask', or compute the input first (X.compute()) to score it in "
+            f"memory with backend={options.backend!r}."
+        )
     unknown = sorted(set(options.backend_options) - {"client"})
     if unknown:
         raise TypeError(
@@ -463,12 +470,13 @@ def _scheduler_threads():
 def _map_frame(estimator, method, X, kwargs, user_meta):
     X, to_numpy = _check_frame_features(estimator, X)
     base = _find_meta(estimator, method, X, kwargs, user_meta, False, to_numpy)
-    if sp.issparse(base) or isinstance(base, list):
-        kind = "a sparse matrix" if sp.issparse(base) else "a list of arrays"
+    if isinstance(base, (list, tuple)):
+        _array_meta(base)
+    if sp.issparse(base):
         raise TypeError(
-            f"{type(estimator).__name__}.{method} returns {kind}, which a Dask DataFrame "
-            f"cannot hold. Convert the input with X.to_dask_array(lengths=True) for a Dask "
-            "Array result, or configure the estimator to return a dense array."
+            f"{type(estimator).__name__}.{method} returns a sparse matrix, which a Dask "
+            "DataFrame cannot hold. Convert the input with X.to_dask_array(lengths=True) for "
+            "a Dask Array result, or configure the estimator to return a dense array."
         )
     meta = _frame_meta(estimator, method, base, X._meta.index)
     return X.map_partitions(
@@ -538,7 +546,9 @@ def _find_meta(estimator, method, X, kwargs, user_meta, restore_names, to_numpy=
     """Return an empty prototype of the output: user meta, fitted attributes, or real rows."""
     if user_meta is not None:
         return normalize_user_meta(user_meta)
-    if isinstance(method, str):
+    if isinstance(method, str) and not kwargs:
+        # Keyword arguments such as return_std=True change the output, which the
+        # fitted attributes do not tell.
         if isinstance(X, dd.DataFrame):
             input_dtypes = list(X._meta.dtypes)
         else:
@@ -591,10 +601,12 @@ def _array_meta(base):
     """Return the meta of a Dask Array output: an empty NumPy array or sparse matrix."""
     if sp.issparse(base):
         return base
-    if isinstance(base, list):
+    if isinstance(base, (list, tuple)):
         raise TypeError(
-            "The method returns a list of arrays (one per output), which a Dask Array cannot "
-            "hold. Call it on an in-memory input, or on each output's estimator."
+            "The method returns several arrays (a list with one per output, or a tuple such "
+            "as the mean and standard deviation of return_std=True), which a lazy Dask "
+            "result cannot hold. Call it on an in-memory input with execute=True, or on each "
+            "output's estimator."
         )
     array = np.asarray(base)
     return array.reshape((0,) + array.shape[1:])

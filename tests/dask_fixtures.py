@@ -103,6 +103,31 @@ class GatedLogisticRegression(LogisticRegression):
         return super().predict(X)
 
 
+class CrashingLogisticRegression(LogisticRegression):
+    """A LogisticRegression whose first ``crashes`` predict calls, in any process, exit it.
+
+    Each call claims one of the flag files ``crash-0``, ``crash-1``, ... in
+    ``flag_dir`` and exits its process at once when it got one, as a worker
+    killed by the system would, so that both workers of the cluster die with
+    every copy of the model they held.
+    """
+
+    flag_dir: str | None = None
+    crashes: int = 2
+
+    def predict(self, X):
+        if self.flag_dir is not None:
+            for number in range(self.crashes):
+                try:
+                    os.close(
+                        os.open(Path(self.flag_dir) / f"crash-{number}", os.O_CREAT | os.O_EXCL)
+                    )
+                except FileExistsError:
+                    continue
+                os._exit(3)
+        return super().predict(X)
+
+
 def started_pids(gate_dir) -> list[int]:
     """Return the process ids that entered :meth:`GatedLogisticRegression.predict`."""
     return [int(p.name.split("-")[1]) for p in Path(gate_dir).glob("started-*")]

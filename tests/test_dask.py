@@ -806,8 +806,44 @@ def test_list_output_rejected_for_array():
     Y = np.column_stack([y, (X[:, 0] > 5.8).astype(int)])
     estimator = MultiOutputClassifier(LogisticRegression(max_iter=1000)).fit(X, Y)
 
-    with pytest.raises(TypeError, match="list of arrays"):
+    with pytest.raises(TypeError, match="several arrays"):
         ParallelPostFit(estimator).predict_proba(da.from_array(X, chunks=(50, 4)))
+
+
+@pytest.mark.parametrize("kind", ["array", "frame", "in-memory"])
+def test_tuple_output_rejected_lazily(kind):
+    from sklearn.linear_model import BayesianRidge
+
+    X = np.random.default_rng(1).normal(size=(10, 2))
+    estimator = BayesianRidge().fit(X, X[:, 0])
+    lazy_input = {
+        "array": lambda: da.from_array(X, chunks=4),
+        "frame": lambda: dd.from_pandas(pd.DataFrame(X), npartitions=2),
+        "in-memory": lambda: X,
+    }[kind]()
+    wrapper = ParallelPostFit(estimator)
+
+    with pytest.raises(TypeError, match=r"several arrays.*return_std=True.*execute=True"):
+        if kind == "in-memory":
+            wrapper.predict(lazy_input, return_std=True, execute=False)
+        else:
+            wrapper.predict(lazy_input, return_std=True)
+    mean, std = wrapper.predict(X, return_std=True)
+    want_mean, want_std = estimator.predict(X, return_std=True)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
+    np.testing.assert_allclose(std, want_std, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["ray", "loky", "threading", "sequential"])
+@pytest.mark.parametrize("lazy", ["dask input", "execute=False"])
+def test_lazy_result_rejects_other_backend(backend, lazy):
+    X, y = _iris()
+    wrapper = ParallelPostFit(LogisticRegression(max_iter=1000).fit(X, y), backend=backend)
+    with pytest.raises(ValueError, match=f"backend='{backend}' does not apply"):
+        if lazy == "dask input":
+            wrapper.predict(da.from_array(X, chunks=(50, 4)))
+        else:
+            wrapper.predict(X, execute=False)
 
 
 def test_sparse_output_rejected_for_frame():

@@ -24,6 +24,7 @@ from conftest import require_loopback_only
 from dask_fixtures import (
     N_WORKERS,
     CountingLogisticRegression,
+    CrashingLogisticRegression,
     GatedLogisticRegression,
     big_model,
     dask_client,  # noqa: F401 - a fixture
@@ -285,6 +286,55 @@ def test_killed_worker_never_gives_partial_output(dask_client, tmp_path):  # noq
     else:
         np.testing.assert_array_equal(outcome["output"], estimator.predict(X))
     dask_client.wait_for_workers(N_WORKERS, timeout=60)
+
+
+def test_model_lost_with_every_worker_is_sent_again(dask_client, tmp_path):  # noqa: F811
+    X, y = _iris()
+    estimator = CrashingLogisticRegression(max_iter=1000).fit(X, y)
+    estimator.flag_dir = str(tmp_path)
+    wrapper = ParallelPostFit(
+        estimator, backend="dask", backend_options={"client": dask_client}, block_size=15
+    )
+    try:
+        got = wrapper.predict(X)
+    finally:
+        dask_client.wait_for_workers(N_WORKERS, timeout=60)
+    # Both workers died in their first block, with every copy of the model.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crash-0", "crash-1"]
+    np.testing.assert_array_equal(got, LogisticRegression(max_iter=1000).fit(X, y).predict(X))
+
+
+def test_client_closed_during_run(dask_cluster, tmp_path):  # noqa: F811
+    from distributed import Client
+
+    X, y = _iris()
+    estimator = GatedLogisticRegression(max_iter=1000).fit(X, y)
+    estimator.gate_dir = str(tmp_path)
+    client = Client(dask_cluster, set_as_default=False)
+    wrapper = ParallelPostFit(
+        estimator, backend="dask", backend_options={"client": client}, block_size=15
+    )
+    outcome = {}
+
+    def run():
+        try:
+            outcome["output"] = wrapper.predict(X)
+        except Exception as exc:  # the outcome is checked below
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not started_pids(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client.close()
+    (tmp_path / "release").touch()
+    runner.join(timeout=120)
+
+    assert not runner.is_alive()
+    assert "output" not in outcome
+    assert isinstance(outcome["error"], RuntimeError)
+    assert "was closed while postfit was running" in str(outcome["error"])
 
 
 def test_file_source_read_and_written_by_workers(dask_client, tmp_path, monkeypatch):  # noqa: F811

@@ -444,6 +444,31 @@ def test_dataset_sparse_output_needs_execute(ray_session):
 
 
 @pytest.mark.cluster
+def test_dataset_tuple_output_needs_execute(ray_session):
+    from sklearn.linear_model import BayesianRidge
+
+    X = np.random.default_rng(1).normal(size=(10, 2))
+    estimator = BayesianRidge().fit(X, X[:, 0])
+    wrapper = ParallelPostFit(estimator, block_size=4)
+
+    with pytest.raises(TypeError, match="return_std=True returns a tuple.*execute=True"):
+        wrapper.predict(_dataset(X), return_std=True)
+    mean, std = wrapper.predict(_dataset(X), return_std=True, execute=True)
+    want_mean, want_std = estimator.predict(X, return_std=True)
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-12)
+    np.testing.assert_allclose(std, want_std, rtol=1e-12)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("backend", ["dask", "loky", "threading"])
+def test_dataset_rejects_other_backend(ray_session, backend):
+    X, _ = training_data(CASES["logistic"])
+    wrapper = ParallelPostFit(fitted("logistic"), backend=backend)
+    with pytest.raises(ValueError, match=f"backend='{backend}' does not apply"):
+        wrapper.predict(_dataset(X))
+
+
+@pytest.mark.cluster
 def test_dataset_filtered_to_empty_blocks(ray_session):
     from ray.data.expressions import col
 

@@ -406,10 +406,41 @@ class DaskBackend(Backend):
     def ship_model(self, estimator):
         future = scatter_model(self.client, estimator)
         logger.debug("dask backend: model scattered to every worker as %s", future.key)
+        self._model = (estimator, future)
         try:
             yield future
         finally:
-            future.release()
+            self._model[1].release()
+            self._model = None
+
+    def _model_lost(self, future) -> bool:
+        """Return True when no worker has a copy of the scattered model ``future`` any more."""
+        if future.status != "finished":
+            return True
+        try:
+            return not self.client.who_has([future]).get(future.key)
+        except OSError as exc:
+            # distributed's CommClosedError is an OSError.
+            logger.debug("dask backend: who_has for the model failed: %r", exc)
+            return False
+
+    def _refresh_model(self, args):
+        """Return ``args`` with the model scattered again when its workers died with it.
+
+        Dask's active memory manager drops the extra copies of a broadcast
+        key within seconds, so one worker's death can take the last copy, and
+        every task that depends on it is then cancelled.
+        """
+        if getattr(self, "_model", None) is None:
+            return args
+        estimator, old = self._model
+        if not any(arg is old for arg in args) or not self._model_lost(old):
+            return args
+        logger.warning("dask backend: the model was lost with a worker; sending it again")
+        new = scatter_model(self.client, estimator)
+        self._model = (estimator, new)
+        old.release()
+        return tuple(new if arg is old else arg for arg in args)
 
     def _scatter_rows(self, block):
         """Send a block's rows to one worker and return their future."""
@@ -478,14 +509,32 @@ class DaskBackend(Backend):
                 block = pending.pop(future)
                 retry = self._retry_if_input_lost(future, block, attempts)
                 if retry is not None:
+                    args = self._refresh_model(args)
                     future = self._submit(target, args, keywords, block, retry)
                     pending[future] = block
                     finished.add(future)
                     continue
                 yield block, self._result(future, block)
-        except BaseException:
-            self.client.cancel(list(pending))
+        except BaseException as exc:
+            self._cancel(pending)
+            if self.client.status in ("closing", "closed") and isinstance(exc, Exception):
+                raise RuntimeError(
+                    f"The Dask client {self.client.id} was closed while postfit was running "
+                    f"on it ({type(exc).__name__}: {exc}). Nothing was returned or marked "
+                    "complete. Keep the client open until the call returns."
+                ) from exc
             raise
+
+    def _cancel(self, pending):
+        """Cancel the tasks still pending, and log a failure so that the run's own error is raised."""
+        if not pending:
+            return
+        try:
+            self.client.cancel(list(pending))
+        except Exception as exc:  # noqa: BLE001 - the run's own error is raised instead
+            logger.warning(
+                "dask backend: cancelling %d pending tasks failed: %r", len(pending), exc
+            )
 
     def _retry_if_input_lost(self, future, block, attempts):
         """Return the next attempt number when ``block`` must be submitted again, else None."""

@@ -417,8 +417,8 @@ def output_columns(estimator, method, out) -> dict:
         return {str(name): out[name].to_numpy() for name in out.columns}
     if isinstance(out, pd.Series):
         return {method: out.to_numpy()}
-    if sp.issparse(out) or isinstance(out, list):
-        kind = "a sparse matrix" if sp.issparse(out) else "a list of arrays, one per output"
+    if sp.issparse(out) or isinstance(out, (list, tuple)):
+        kind = "a sparse matrix" if sp.issparse(out) else "several arrays (a list or tuple)"
         raise TypeError(
             f"{type(estimator).__name__}.{method} returns {kind}, which a Ray Dataset "
             "column cannot hold. Pass execute=True to get the output in memory, or make "
@@ -569,6 +569,12 @@ def run_ray_dataset(
     """
     from ..io._source import check_column_list
 
+    if options.backend not in ("auto", "ray"):
+        raise ValueError(
+            f"A Ray Dataset input is scored by Ray Data, so backend={options.backend!r} does "
+            "not apply. Pass backend='auto' or backend='ray', or convert the Dataset first "
+            f"(ds.to_pandas()) to score it in memory with backend={options.backend!r}."
+        )
     require_ray_session()
     if output is not None or overwrite or resume:
         raise ValueError(
@@ -583,6 +589,14 @@ def run_ray_dataset(
     n_tasks = compute.size or max(1, _cluster_cpus()[0] // cpus)
     batch_size = options.block_size if isinstance(options.block_size, int) else "auto"
     pickled_output = execute is True and not keep
+    several = [name for name in ("return_std", "return_cov") if (kwargs or {}).get(name)]
+    if several and not pickled_output:
+        # Checked here, as the batches would raise it only when the Dataset runs.
+        raise TypeError(
+            f"{type(estimator).__name__}.{method} with {several[0]}=True returns a tuple "
+            "of arrays, which a Ray Dataset column cannot hold. Pass execute=True, "
+            "without keep_columns, to get the tuple in memory."
+        )
     scorer_args = ScorerArgs(
         method=method,
         kwargs=kwargs or {},

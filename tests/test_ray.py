@@ -503,6 +503,34 @@ def test_dataset_all_empty_uses_meta(ray_session):
 
 
 @pytest.mark.cluster
+def test_dataset_all_empty_keeps_columns(ray_session):
+    from ray.data.expressions import col
+
+    estimator = fitted("logistic", frame=True)
+    X, _ = training_data(CASES["logistic"], frame=True)
+    dataset = _dataset(X.assign(position=np.arange(len(X)))).filter(expr=col("position") < 0)
+    full = _dataset(X.assign(position=np.arange(len(X))))
+    wrapper = ParallelPostFit(estimator, block_size=BLOCK_SIZE)
+
+    got = wrapper.predict_proba(dataset, keep_columns=["position"], execute=True)
+    some = wrapper.predict_proba(full, keep_columns=["position"], execute=True)
+
+    assert got.shape == (0, 1 + len(estimator.classes_))
+    assert list(got.columns) == list(some.columns)
+    assert list(got.dtypes) == list(some.dtypes)
+
+
+@pytest.mark.cluster
+def test_dataset_kept_name_clash_raises_early(ray_session):
+    from sklearn.preprocessing import StandardScaler
+
+    frame = pd.DataFrame({"a": [0.0, 1.0, 2.0], "b": [1.0, 0.0, 1.0], "c": [2.0, 2.0, 0.0]})
+    wrapper = ParallelPostFit(StandardScaler().fit(frame))
+    with pytest.raises(ValueError, match=r"keep_columns \['c'\] have the names of output"):
+        wrapper.transform(ray.data.from_pandas(frame), keep_columns=["c"])
+
+
+@pytest.mark.cluster
 def test_dataset_keeps_order_when_first_batch_is_slow(ray_session):
     model, X = _iris_model(SlowFirstRowLogisticRegression)
     model.first_row, model.delay = X[0], 1.0

@@ -526,7 +526,7 @@ class DaskBackend(Backend):
             raise
 
     def _cancel(self, pending):
-        """Cancel the tasks still pending, and log a failure so that the run's own error is raised."""
+        """Cancel the pending tasks, and log a failure so that the run's own error is raised."""
         if not pending:
             return
         try:

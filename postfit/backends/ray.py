@@ -55,7 +55,7 @@ from .._kernel import (
     resolve_model,
 )
 from .._meta import meta_from_attributes, normalize_user_meta
-from ..exceptions import WorkerCrashedError
+from ..exceptions import BlockError, WorkerCrashedError
 from ._base import Backend, InputSlicer, effective_n_workers, submit_until_full
 
 logger = logging.getLogger(__name__)
@@ -585,6 +585,7 @@ def run_ray_dataset(
     keep = check_column_list(keep_columns, "keep_columns") or []
     max_retries = _check_backend_options(**options.backend_options)
     feature_names = _dataset_feature_columns(estimator, X, keep)
+    _check_kept_names(wrapper, estimator, method, keep)
     compute, cpus = _dataset_compute(options.n_jobs)
     n_tasks = compute.size or max(1, _cluster_cpus()[0] // cpus)
     batch_size = options.block_size if isinstance(options.block_size, int) else "auto"
@@ -630,7 +631,11 @@ def run_ray_dataset(
     if execute is not True:
         return scored
     if not pickled_output:
-        return _run_dataset(lambda: _to_frame(scored))
+        frame = _run_dataset(lambda: _to_frame(scored))
+        if frame.shape == (0, 0):
+            # A Dataset without rows gives no batches, so no batch named the columns.
+            frame = _empty_frame(wrapper, estimator, method, X, keep)
+        return frame
     user_meta = wrapper._meta_for(method)
     if user_meta is not None:
         meta = normalize_user_meta(user_meta)
@@ -691,6 +696,62 @@ def _collect(scored, meta):
 
     _run_dataset(add_all)
     return collector.result()
+
+
+def _known_output_names(wrapper, estimator, method):
+    """Return the output column names that are known before any batch runs, or None."""
+    user_meta = wrapper._meta_for(method)
+    meta = normalize_user_meta(user_meta) if user_meta is not None else None
+    if meta is None:
+        meta = meta_from_attributes(estimator, method)
+    if meta is not None:
+        return list(output_columns(estimator, method, meta))
+    if method == "transform" and hasattr(estimator, "get_feature_names_out"):
+        try:
+            return [str(name) for name in estimator.get_feature_names_out()]
+        except (AttributeError, ValueError, TypeError, NotImplementedError):
+            return None
+    return None
+
+
+def _check_kept_names(wrapper, estimator, method, keep):
+    """Raise before the Dataset runs when a kept column has the name of an output column."""
+    if not keep or not isinstance(method, str):
+        return
+    names = _known_output_names(wrapper, estimator, method)
+    clashes = sorted(set(keep) & set(names or ()))
+    if clashes:
+        raise ValueError(
+            f"keep_columns {clashes} have the names of output columns of {method}. Rename "
+            "those input columns first."
+        )
+
+
+def _empty_frame(wrapper, estimator, method, X, keep):
+    """Return the empty frame of a Dataset without rows: ``keep`` columns, then the output's."""
+    import pyarrow as pa
+
+    user_meta = wrapper._meta_for(method)
+    if user_meta is not None:
+        meta = normalize_user_meta(user_meta)
+    else:
+        meta = meta_from_attributes(estimator, method)
+    if meta is None:
+        raise BlockError(
+            f"Every batch of the Ray Dataset was empty, so the output columns of {method} are "
+            f"not known. Pass {method}_meta= to ParallelPostFit (an empty array or frame "
+            "shaped like the output)."
+        )
+    schema = X.schema()
+    types = dict(zip(schema.names, schema.types, strict=True))
+    fields = [
+        pa.field(name, types[name] if isinstance(types[name], pa.DataType) else pa.string())
+        for name in keep
+    ]
+    for name, values in output_columns(estimator, method, meta).items():
+        fields.append(pa.field(name, pa.array(values).type))
+    # Batches with rows become frames of Arrow-backed columns, and so does this one.
+    return pa.schema(fields).empty_table().to_pandas(types_mapper=pd.ArrowDtype)
 
 
 def _to_frame(scored):

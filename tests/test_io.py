@@ -97,7 +97,11 @@ def array_inputs(tmp_path_factory):
     X = np.random.default_rng(3).normal(size=(N_ROWS, 4))
     np.save(folder / "a.npy", X[:300])
     np.save(folder / "b.npy", X[300:])
-    store = zarr.create_array(str(folder / "X.zarr"), shape=X.shape, chunks=(50, 4), dtype="f8")
+    # Zarr 2 (checked on 2.18) has no zarr.create_array, and zarr.open_array
+    # with mode="w" creates the array on Zarr 2 and Zarr 3 alike.
+    store = zarr.open_array(
+        str(folder / "X.zarr"), mode="w", shape=X.shape, chunks=(50, 4), dtype="f8"
+    )
     store[:] = X
     return X, {"npy": str(folder / "*.npy"), "zarr": str(folder / "X.zarr")}
 

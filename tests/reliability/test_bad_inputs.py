@@ -165,6 +165,11 @@ def _skops_with_foreign_type(env):
     return load_model(path)
 
 
+# skops names a type by its __module__ and __qualname__: "pandas.Series" with
+# pandas 3.1, "pandas.core.series.Series" with pandas 2.3.
+SERIES_TYPE_NAME = f"{pd.Series.__module__}.{pd.Series.__qualname__}"
+
+
 def _pickle_file(env):
     path = env.tmp / "model.pkl"
     path.write_bytes(pickle.dumps(env.array_model))
@@ -562,7 +567,7 @@ CASES = [
         "skops_with_untrusted_type",
         _skops_with_foreign_type,
         UntrustedModelError,
-        ("pandas.Series", "builtins.range"),
+        (SERIES_TYPE_NAME, "builtins.range"),
     ),
     # Estimators that break the row-wise contract.
     Case(

@@ -120,7 +120,9 @@ def read_output(result, fmt):
     if fmt == "parquet":
         return pd.read_parquet(result.path)
     if fmt == "csv":
-        return pd.read_csv(result.path)
+        # pandas 2.3's default CSV parser reads some floats up to 1.1e-16 off (7.6e-13
+        # relative near zero). Its pyarrow engine, like pandas 3.1's default, is exact.
+        return pd.read_csv(result.path, engine="pyarrow")
     if fmt == "npy":
         return np.load(result.path)
     return zarr.open_array(result.path, mode="r")[:]

@@ -495,12 +495,19 @@ def _finalize_confusion(spec, counts):
     y_pred = np.array([key[1] for key in keys])
     weights = np.array([counts[key] for key in keys])
     position = _LIKELIHOOD_RATIO_POSITION.get(spec.score_func)
-    if position is not None:
-        ratios = metrics.class_likelihood_ratios(
-            y_true, y_pred, sample_weight=weights, replace_undefined_by=1.0, **spec.kwargs
-        )
-        return ratios[position]
-    return spec.score_func(y_true, y_pred, sample_weight=weights, **spec.kwargs)
+    try:
+        if position is not None:
+            ratios = metrics.class_likelihood_ratios(
+                y_true, y_pred, sample_weight=weights, replace_undefined_by=1.0, **spec.kwargs
+            )
+            return ratios[position]
+        return spec.score_func(y_true, y_pred, sample_weight=weights, **spec.kwargs)
+    except ZeroDivisionError as exc:
+        # With all-zero weights, accuracy_score of scikit-learn 1.7.2 lets
+        # np.average raise "Weights sum to zero", where 1.9.1 raises a ValueError.
+        if weights.sum() != 0:
+            raise
+        raise ZeroWeightsError(ZERO_WEIGHTS_MESSAGE) from exc
 
 
 def _finalize_mean(spec, stats):

@@ -287,7 +287,7 @@ def read_zarr(path) -> ZarrSource:
     >>> import numpy as np, zarr, tempfile, os
     >>> from postfit import read_zarr
     >>> path = os.path.join(tempfile.mkdtemp(), "X.zarr")
-    >>> zarr.create_array(path, shape=(10, 2), chunks=(4, 2), dtype="f8")[:] = 1.0
+    >>> zarr.open_array(path, mode="w", shape=(10, 2), chunks=(4, 2), dtype="f8")[:] = 1.0
     >>> read_zarr(path).n_rows
     10
     """

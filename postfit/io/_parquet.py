@@ -91,15 +91,62 @@ def _comparable(kind):
     return kind
 
 
-def _schema_difference(first: pa.Schema, other: pa.Schema, columns) -> str:
-    names = columns if columns is not None else list(dict.fromkeys(first.names + other.names))
-    parts = []
-    for name in names:
-        a = first.field(name).type if name in first.names else None
-        b = other.field(name).type if name in other.names else None
-        if _comparable(a) != _comparable(b):
-            parts.append(f"{name}: {a or 'missing'} vs {b or 'missing'}")
-    return "; ".join(parts)
+def _same_type(a, b) -> bool:
+    # A column of Arrow type null has no values, so it matches any type. pandas
+    # (2.3 and 3.1) writes an object column of only None, or of no rows, as null.
+    if a is None or b is None:
+        return a is b
+    if pa.types.is_null(a) or pa.types.is_null(b):
+        return True
+    return _comparable(a) == _comparable(b)
+
+
+def _unify_schemas(files: list[_FileMeta], columns) -> pa.Schema:
+    """Check that the files have the same columns and types, and return their common schema.
+
+    The common schema is the first file's, except that a column of type null
+    takes the type that a later file gives it, as ``pyarrow.unify_schemas``
+    does. Every block is cast to it.
+
+    Raises ValueError when a column is missing from a file or has another type
+    there. The message names that file and the file that the column's type in
+    the common schema came from.
+    """
+    first = files[0]
+    types = {field.name: field.type for field in first.schema}
+    origins = dict.fromkeys(first.schema.names, first.path)
+    for other in files[1:]:
+        compared = columns
+        if compared is None:
+            # A file written from a filtered frame has an index column that
+            # one written from a fresh frame lacks; neither is data.
+            hidden = _pandas_index_columns(first.schema) | _pandas_index_columns(other.schema)
+            names = dict.fromkeys(first.schema.names + other.schema.names)
+            compared = [name for name in names if name not in hidden]
+        differences: dict[str, list[str]] = {}
+        for name in compared:
+            a = types.get(name)
+            b = other.schema.field(name).type if name in other.schema.names else None
+            if not _same_type(a, b):
+                origin = origins.get(name, first.path)
+                differences.setdefault(origin, []).append(
+                    f"{name}: {a or 'missing'} vs {b or 'missing'}"
+                )
+            elif a is not None and pa.types.is_null(a) and not pa.types.is_null(b):
+                types[name] = b
+                origins[name] = other.path
+        if differences:
+            origin, parts = next(iter(differences.items()))
+            raise ValueError(
+                f"The Parquet files {origin!r} and {other.path!r} have different "
+                f"schemas ({'; '.join(parts)}). Pass files with the same columns and types, "
+                "or select the columns they share with columns=."
+            )
+    schema = first.schema
+    for i, field in enumerate(first.schema):
+        if types[field.name] != field.type:
+            schema = schema.set(i, field.with_type(types[field.name]))
+    return schema
 
 
 class ParquetPart(TableLoader):
@@ -165,24 +212,10 @@ class ParquetSource(Source):
     suffixes = (".parquet", ".pq", ".parq")
 
     @cached_property
-    def _files(self) -> list[_FileMeta]:
+    def _checked(self) -> tuple[list[_FileMeta], pa.Schema]:
         files = [_read_meta(self.fs, path) for path in self.paths]
+        common = _unify_schemas(files, self.columns)
         first = files[0]
-        for other in files[1:]:
-            compared = self.columns
-            if compared is None:
-                # A file written from a filtered frame has an index column that
-                # one written from a fresh frame lacks; neither is data.
-                hidden = _pandas_index_columns(first.schema) | _pandas_index_columns(other.schema)
-                names = dict.fromkeys(first.schema.names + other.schema.names)
-                compared = [name for name in names if name not in hidden]
-            difference = _schema_difference(first.schema, other.schema, compared)
-            if difference:
-                raise ValueError(
-                    f"The Parquet files {first.path!r} and {other.path!r} have different "
-                    f"schemas ({difference}). Pass files with the same columns and types, "
-                    "or select the columns they share with columns=."
-                )
         if self.columns is not None:
             missing = [c for c in self.columns if c not in first.schema.names]
             if missing:
@@ -190,11 +223,20 @@ class ParquetSource(Source):
                     f"Columns {missing} not found in {first.path!r}, which has columns "
                     f"{first.schema.names}. Pick columns from that list."
                 )
-        return files
+        return files, common
+
+    @property
+    def _files(self) -> list[_FileMeta]:
+        return self._checked[0]
+
+    @property
+    def _common_schema(self) -> pa.Schema:
+        """The first file's schema, with null-typed columns given the other files' types."""
+        return self._checked[1]
 
     @property
     def schema(self) -> pa.Schema:
-        first = self._files[0].schema
+        first = self._common_schema
         schema = first.remove_metadata()
         if self.columns is None:
             hidden = _pandas_index_columns(first)
@@ -220,7 +262,7 @@ class ParquetSource(Source):
     def row_nbytes(self, columns=None):
         columns = columns if columns is not None else self.column_names()
         rows = max(1, self.n_rows)
-        schema = self._files[0].schema
+        schema = self._common_schema
         total = 0
         for name in columns:
             data = sum(f.uncompressed_bytes.get(name, 0) for f in self._files)
@@ -232,7 +274,7 @@ class ParquetSource(Source):
 
     def blocks(self, block_rows, features=None, keep=None, as_numpy=False):
         features = features if features is not None else self.column_names()
-        schema = self._files[0].schema.remove_metadata()
+        schema = self._common_schema.remove_metadata()
         options = {"features": features, "keep": keep, "as_numpy": as_numpy}
         blocks = []
         start = 0
@@ -249,7 +291,7 @@ class ParquetSource(Source):
         for meta in self._files:
             parquet = _open_parquet(self.fs, meta.path)
             tables.append(parquet.read(columns=columns))
-        schema = pa.schema([self._files[0].schema.field(c) for c in columns])
+        schema = pa.schema([self._common_schema.field(c) for c in columns])
         table = pa.concat_tables([t.cast(schema) for t in tables])
         return table.to_pandas()
 

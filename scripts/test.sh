@@ -8,16 +8,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PYTHON picks the interpreter and VENV the environment's folder, for example
+# PYTHON=python3.10 VENV=.venv310 to test on the oldest supported Python.
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+VENV="${VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e '.[test]'
 
-.venv/bin/ruff check postfit tests benchmarks
-.venv/bin/ruff format --check postfit tests benchmarks
+"$VENV/bin/ruff" check postfit tests benchmarks
+"$VENV/bin/ruff" format --check postfit tests benchmarks
 
 # unshare needs root (or user namespaces); `ip link set lo up` brings up the
 # namespace's own loopback, its only interface.
-exec unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m pytest "$@"' pytest "$@"
+export VENV
+exec unshare -n sh -c 'ip link set lo up && exec "$VENV/bin/python" -m pytest "$@"' pytest "$@"

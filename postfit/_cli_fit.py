@@ -263,6 +263,7 @@ def add_fit_parser(subparsers):
 
 def _check_output(path, overwrite):
     from .exceptions import OutputExistsError
+    from .io._paths import check_output_folder
 
     if not str(path).lower().endswith(".skops"):
         raise _usage_error(
@@ -273,6 +274,7 @@ def _check_output(path, overwrite):
         raise OutputExistsError(
             f"{path!r} already exists. Pass --overwrite to replace it, or choose another path."
         )
+    check_output_folder(path)
 
 
 def _check_target(source, target):
@@ -321,12 +323,12 @@ def run_fit(args):
     if args.early_stopping and not args.validation:
         raise _usage_error("--early-stopping needs --validation files to score each epoch.")
 
-    source = cli._open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
+    source = cli._open_inputs(args.inputs, args.input_format, args.columns, cli.csv_options(args))
     _check_target(source, args.target)
     fit_options = {}
     if args.validation:
         validation = cli._open_inputs(
-            args.validation, args.input_format, args.columns, args.column_types
+            args.validation, args.input_format, args.columns, cli.csv_options(args)
         )
         _check_target(validation, args.target)
         fit_options = {"X_val": validation, "y_val": args.target}

@@ -235,6 +235,23 @@ def _column_kinds(estimator) -> dict:
     return kinds
 
 
+def is_fitted_model(model) -> bool:
+    """Return whether ``model`` is a fitted estimator, by scikit-learn's own check."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not hasattr(model, "fit"):
+        return False
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        return False
+    except TypeError:
+        # check_is_fitted raises a TypeError for objects that are not estimators.
+        return False
+    return True
+
+
 def describe_model(model) -> str:
     """Return a text description of a fitted model: estimator, features, classes, outputs."""
     from .io import output_names
@@ -243,6 +260,9 @@ def describe_model(model) -> str:
         getattr(model, "estimator_", model) if type(model).__name__ == "ParallelPostFit" else model
     )
     lines = [f"estimator: {type(inner).__name__} ({type(inner).__module__})"]
+    fitted = is_fitted_model(inner)
+    if not fitted and hasattr(inner, "fit"):
+        lines.append("fitted: no (postfit fit, or fit in Python, trains it before it can score)")
     steps = getattr(inner, "steps", None)
     if steps:
         lines.append("steps: " + " -> ".join(f"{name} ({type(s).__name__})" for name, s in steps))
@@ -277,7 +297,9 @@ def describe_model(model) -> str:
         )
         if hasattr(inner, m)
     ]
-    lines.append(f"methods: {', '.join(methods)}")
+    lines.append(f"methods: {', '.join(methods) or 'none (this is not an estimator)'}")
+    if not fitted or not methods:
+        return "\n".join(lines)
     lines.append("output columns:")
     for method in methods:
         naming = output_names(inner, method)

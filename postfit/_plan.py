@@ -139,10 +139,12 @@ def check_memory_budget(value) -> None:
     if budget < SMALL_BUDGET:
         from .exceptions import PostfitWarning
 
+        number = str(value).strip()
+        example = f"'{number}MiB'" if number.isdigit() else "'512MiB'"
         warnings.warn(
             f"memory_budget={value!r} is {budget} bytes, which cuts blocks of a few rows "
-            "(and a file output writes a part per block). Pass a size with a unit, such as "
-            f"'{value}MiB', if that is what was meant.",
+            "(and a file output writes a part per block). Pass a larger size with a unit, "
+            f"such as {example}, if that is what was meant.",
             PostfitWarning,
             stacklevel=4,
         )

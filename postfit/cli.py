@@ -20,6 +20,10 @@ import os
 import signal
 import sys
 import threading
+import warnings
+from functools import partial
+
+import numpy as np
 
 from . import __version__
 from ._errors import interrupt_behind
@@ -203,6 +207,41 @@ def _add_input_arguments(parser):
         help="CSV inputs: types of columns whose first MiB of rows does not show their type, "
         "as pyarrow type names, such as zip=string,amount=float64 (default: inferred)",
     )
+    parser.add_argument(
+        "--delimiter",
+        metavar="CHAR",
+        help="CSV inputs: the character between fields (default: a tab for .tsv files, "
+        "else a comma)",
+    )
+    parser.add_argument(
+        "--null-values",
+        type=_null_values,
+        metavar="A,B",
+        help="CSV inputs: comma-separated strings read as missing values; an empty value "
+        "(--null-values '') reads only empty fields as missing (default: pyarrow's list, "
+        "which includes NA, N/A, NaN and null)",
+    )
+    parser.add_argument(
+        "--newlines-in-values",
+        action="store_true",
+        help="CSV inputs: quoted values contain newlines (each file is then one block)",
+    )
+
+
+def _null_values(text):
+    """Parse --null-values: comma-separated strings, where '' is the empty field alone."""
+    return [""] if text == "" else text.split(",")
+
+
+def csv_options(args) -> dict:
+    """Return the CSV reading options given on the command line, by read_csv's names."""
+    options = {
+        "column_types": getattr(args, "column_types", None),
+        "delimiter": getattr(args, "delimiter", None),
+        "null_values": getattr(args, "null_values", None),
+        "newlines_in_values": getattr(args, "newlines_in_values", False),
+    }
+    return {name: value for name, value in options.items() if value}
 
 
 def _add_run_arguments(parser):
@@ -249,17 +288,43 @@ def _add_run_arguments(parser):
 def _load_model(args):
     from ._models import load_model
 
-    return load_model(args.model, trusted=bool(args.trust_model))
+    try:
+        return load_model(args.model, trusted=bool(args.trust_model))
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"The model file {args.model} refers to the module {exc.name!r}, which is not "
+            "installed here. Install it, or add its folder to PYTHONPATH, and run again."
+        ) from exc
 
 
-def _open_inputs(inputs, input_format, columns, column_types=None):
+def _load_fitted_model(args):
+    """Load the model file and reject an unfitted estimator before any work."""
+    from ._models import is_fitted_model
+
+    model = _load_model(args)
+    if hasattr(model, "fit") and not is_fitted_model(model):
+        raise UsageError(
+            f"The model file {args.model} contains an unfitted {type(model).__name__}. "
+            "Train it first (postfit fit, or fit in Python) and save the fitted estimator."
+        )
+    return model
+
+
+def _open_inputs(inputs, input_format, columns, csv=None):
     from . import io
 
     fmt = input_format or _guess_format(inputs[0])
-    if column_types and fmt != "csv":
-        raise UsageError(f"--column-types applies to CSV inputs, not to {fmt} inputs.")
-    if column_types:
-        return io.read_csv(inputs, columns=columns, column_types=column_types)
+    if input_format is not None and fmt != "zarr":
+        from .io._paths import files_of_folders
+
+        # The format is given, so a folder's files are read whatever their names.
+        inputs = files_of_folders(inputs)
+    if csv and fmt != "csv":
+        given = ", ".join("--" + name.replace("_", "-") for name in csv)
+        verb = "applies" if len(csv) == 1 else "apply"
+        raise UsageError(f"{given} {verb} to CSV inputs, not to {fmt} inputs.")
+    if csv:
+        return io.read_csv(inputs, columns=columns, **csv)
     readers = {
         "parquet": io.read_parquet,
         "csv": io.read_csv,
@@ -361,7 +426,7 @@ def _run_predict(args):
 
 
 def _predict(args):
-    model = _load_model(args)
+    model = _load_fitted_model(args)
     if not hasattr(model, args.method):
         available = [m for m in METHODS if hasattr(model, m)]
         if not available:
@@ -377,7 +442,7 @@ def _predict(args):
         )
     if args.output is not None and not str(args.output).strip():
         raise UsageError("The output path is empty. Pass -o PATH, for example -o scores/.")
-    source = _open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
+    source = _open_inputs(args.inputs, args.input_format, args.columns, csv_options(args))
     wrapper = _wrapper(model, args)
     result = getattr(wrapper, args.method)(
         source,
@@ -387,10 +452,13 @@ def _predict(args):
         keep_columns=args.keep_columns,
     )
     resumed = f", {result.n_resumed} kept from the earlier run" if result.n_resumed else ""
+    # A Parquet output keeps one file per block; the other formats join them into one.
+    unit = "part" if result.format == "parquet" else "block"
+    plural = "" if result.n_blocks == 1 else "s"
     print(
         f"{args.method}: scored {result.n_scored} rows in {result.seconds:.2f} s "
         f"({result.rows_per_second:,.0f} rows/s); {result.path} holds {result.n_rows} rows "
-        f"({result.format}, {result.n_blocks} parts{resumed})"
+        f"({result.format}, {result.n_blocks} {unit}{plural}{resumed})"
     )
     return EXIT_OK
 
@@ -413,15 +481,12 @@ def _run_score(args):
 
 
 def _score(args):
-    model = _load_model(args)
-    source = _open_inputs(args.inputs, args.input_format, args.columns, args.column_types)
-    if not source.tabular:
-        raise UsageError("--target needs a table input (Parquet or CSV) that contains the target.")
-    names = source.all_column_names()
-    if args.target not in names:
-        raise UsageError(
-            f"Target column {args.target!r} not found in the input, which has columns {names}."
-        )
+    model = _load_fitted_model(args)
+    columns = args.columns
+    if columns is not None and args.target is not None and args.target not in columns:
+        # --columns names the features; the target is read with them.
+        columns = [*columns, args.target]
+    source = _open_inputs(args.inputs, args.input_format, columns, csv_options(args))
     scoring = args.scoring or _default_scoring(model)
     if scoring is None and not hasattr(model, "score"):
         raise UsageError(
@@ -430,6 +495,22 @@ def _score(args):
         )
     if isinstance(scoring, list) and len(scoring) == 1:
         scoring = scoring[0]
+    if args.target is None:
+        if scoring is not None or _score_needs_target(model):
+            raise UsageError(
+                f"Scoring {type(model).__name__} with {scoring or 'its own score'} needs the "
+                "true targets. Pass --target with the input column that contains them."
+            )
+    else:
+        if not source.tabular:
+            raise UsageError(
+                "--target needs a table input (Parquet or CSV) that contains the target."
+            )
+        names = source.all_column_names()
+        if args.target not in names:
+            raise UsageError(
+                f"Target column {args.target!r} not found in the input, which has columns {names}."
+            )
     wrapper = _wrapper(model, args, scoring=scoring)
     try:
         # The target column is read with the features of each block, once.
@@ -440,10 +521,29 @@ def _score(args):
         raise
     if isinstance(value, dict):
         for name, number in value.items():
-            print(f"{name} {number:.6g}")
+            print(f"{name} {_format_score(number)}")
     else:
-        print(f"{scoring or 'score'} {value:.6g}")
+        print(f"{scoring or 'score'} {_format_score(value)}")
     return EXIT_OK
+
+
+def _score_needs_target(model) -> bool:
+    """Return True when the model's own ``score`` takes y without a default."""
+    import inspect
+
+    try:
+        parameter = inspect.signature(model.score).parameters.get("y")
+    except (AttributeError, TypeError, ValueError):
+        return True
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+def _format_score(value) -> str:
+    """Return a score with all its significant digits, as Python prints a float."""
+    values = np.asarray(value, dtype=float)
+    if values.ndim == 0:
+        return repr(float(values))
+    return " ".join(repr(float(v)) for v in values.ravel())
 
 
 # Subcommands ----------------------------------------------------------------------
@@ -479,7 +579,10 @@ def _add_predict_parser(subparsers):
         "--resume", action="store_true", help="continue an unfinished run on the same output"
     )
     existing.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output written by postfit"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output: a CSV, .npy or Zarr file, or a Parquet folder that "
+        "postfit wrote (the old output is removed when the run starts)",
     )
     _add_run_arguments(parser)
     parser.set_defaults(handler=_run_predict)
@@ -493,7 +596,11 @@ def _add_score_parser(subparsers):
     )
     _add_model_argument(parser)
     _add_input_arguments(parser)
-    parser.add_argument("--target", required=True, help="input column that contains the target")
+    parser.add_argument(
+        "--target",
+        help="input column that contains the target (needed unless the model's own score "
+        "takes no target, as a clusterer's does)",
+    )
     parser.add_argument(
         "--scoring",
         type=_column_list,
@@ -517,7 +624,14 @@ def _add_info_parser(subparsers):
 def _run_info(args):
     from ._models import describe_model
 
-    print(describe_model(_load_model(args)))
+    model = _load_model(args)
+    if not hasattr(model, "fit") and not any(hasattr(model, m) for m in METHODS):
+        raise UsageError(
+            f"The model file {args.model} contains an object of type {type(model).__name__}, "
+            "which is not an estimator. Save a scikit-learn estimator in it, for example "
+            "with postfit.save_model(estimator, path)."
+        )
+    print(describe_model(model))
     return EXIT_OK
 
 
@@ -618,6 +732,29 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    # The format, not the printing, is replaced, so that code which records
+    # warnings (warnings.catch_warnings(record=True)) still receives them.
+    formatted = warnings.formatwarning
+    warnings.formatwarning = partial(_format_warning, args.command)
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = formatted
+
+
+def _format_warning(command, message, category, filename, lineno, line=None):
+    """Return a warning as one line of the command's own, without the source line."""
+    return f"postfit {command}: {category.__name__}: {message}\n"
+
+
+def _resume_hint(args) -> str:
+    """Return how to continue an interrupted run that writes an output, else nothing."""
+    if getattr(args, "output", None) and args.command == "predict":
+        return " (run the same command with --resume to continue)"
+    return ""
+
+
+def _run(args) -> int:
     try:
         with _sigterm_interrupts():
             return args.handler(args)
@@ -625,16 +762,16 @@ def main(argv=None) -> int:
         print(f"postfit {args.command}: error: {_describe_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except Terminated:
-        print(f"postfit {args.command}: terminated", file=sys.stderr)
+        print(f"postfit {args.command}: terminated{_resume_hint(args)}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(f"postfit {args.command}: interrupted", file=sys.stderr)
+        print(f"postfit {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     except Exception as exc:
         if interrupt_behind(exc) is not None:
             # Ctrl-C that another library's clean-up turned into its own error.
             logger.debug("interrupted", exc_info=True)
-            print(f"postfit {args.command}: interrupted", file=sys.stderr)
+            print(f"postfit {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
             return 130
         if isinstance(exc, BrokenPipeError) and _stdout_closed():
             # The reader of stdout (``head``, say) stopped reading, which is no

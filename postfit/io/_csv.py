@@ -88,10 +88,11 @@ class CsvRange(TableLoader):
         except pa.ArrowInvalid as exc:
             raise InvalidFileError(
                 f"Cannot parse bytes {self.start} to {self.stop} of {self.path!r} as CSV with "
-                f"the column types inferred from its first rows: {exc}. If a column holds "
-                "other types further down, pass column_types={name: type} (--column-types "
-                "NAME=TYPE on the command line). If quoted values contain newlines, pass "
-                "newlines_in_values=True."
+                f"the column types inferred from its first rows: {exc} (a row number counts "
+                "from the start of those bytes). If a column holds other types further down, "
+                "pass column_types={name: type} (--column-types NAME=TYPE on the command "
+                "line). If quoted values contain newlines, pass newlines_in_values=True "
+                "(--newlines-in-values)."
             ) from exc
 
 
@@ -206,7 +207,9 @@ class CsvSource(Source):
         except pa.ArrowInvalid as exc:
             raise InvalidFileError(
                 f"Cannot parse the first rows of {path!r} as CSV: {exc}. Fix the file, or "
-                "pass delimiter=, quote_char= or column_types= to match it."
+                "pass delimiter=, quote_char=, column_types= or newlines_in_values=True to "
+                "match it (--delimiter, --column-types or --newlines-in-values on the command "
+                "line)."
             ) from exc
         fields = []
         for field in table.schema:

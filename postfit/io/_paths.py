@@ -7,6 +7,7 @@ driver is installed.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import warnings
 
@@ -85,6 +86,82 @@ def expand_paths(path, suffixes=(), what="file"):
             )
         files.extend(_expand_one(fs, item, fs_path, suffixes, what))
     return filesystem, files
+
+
+def check_output_folder(path, shown=None) -> None:
+    """Raise when the local folder of the output ``path`` is missing, a file or not writable.
+
+    This runs before any work, so that a run does not score its input and
+    then fail to write.
+    """
+    shown = shown or path
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise NotADirectoryError(
+            f"The output {shown!r} is inside {parent!r}, which is a file, not a folder. "
+            "Choose an output path in a folder."
+        )
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(
+            f"The directory {parent!r} of the output {shown!r} does not exist. "
+            "Create it first, or check the output path."
+        )
+    # access() also reports a read-only filesystem, even to root.
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"Cannot write the output {shown!r}: its folder {parent!r} is not writable "
+            "(a read-only filesystem, or no write permission)"
+        )
+
+
+def files_of_folders(path) -> list[str]:
+    """Return ``path`` with each folder replaced by its visible files, whatever their endings.
+
+    For a format given explicitly (``--input-format``), where file names need
+    not tell the format, as in Hive tables (``000000_0``).
+    """
+    items = []
+    for item in _as_strings(path):
+        fs, fs_path = fsspec.core.url_to_fs(item)
+        if any(char in fs_path for char in _GLOB_CHARS) or not fs.isdir(fs_path):
+            items.append(item)
+            continue
+        root = fs._strip_protocol(fs_path).rstrip("/")
+        found = sorted(
+            p for p in fs.find(fs_path) if not _is_hidden(p) and not _in_hidden_folder(p, root)
+        )
+        if not found:
+            raise FileNotFoundError(f"The directory {item!r} contains no visible file.")
+        items.extend(to_url(fs, p) for p in found)
+    return items
+
+
+def input_patterns(fs, path) -> list[str]:
+    """Return the inputs of ``path`` as paths on ``fs``: files, folders and glob patterns."""
+    return [fs._strip_protocol(item).rstrip("/") for item in _as_strings(path)]
+
+
+def could_be_read_as_input(fs, pattern, path) -> bool:
+    """Return True when a later read of the input ``pattern`` could read ``path`` or its files.
+
+    A folder input reads every visible file under it, and a glob pattern the
+    paths that match it, where ``*`` stays within one folder level (as in
+    fsspec) unless the pattern has ``**``.
+    """
+    path = path.rstrip("/")
+    if any(char in pattern for char in _GLOB_CHARS):
+        candidates = (path, f"{path}/part-000000.parquet")
+        if "**" in pattern:
+            return any(fnmatch.fnmatchcase(c, pattern) for c in candidates)
+        wanted = pattern.split("/")
+        for candidate in candidates:
+            parts = candidate.split("/")
+            if len(parts) == len(wanted) and all(
+                fnmatch.fnmatchcase(part, rule) for part, rule in zip(parts, wanted, strict=True)
+            ):
+                return True
+        return False
+    return path.startswith(pattern + "/") and fs.isdir(pattern)
 
 
 def _expand_one(fs, item, fs_path, suffixes, what):

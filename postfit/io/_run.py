@@ -15,6 +15,7 @@ import time
 import warnings
 
 import joblib
+import numpy as np
 import pyarrow as pa
 
 from .. import _plan
@@ -24,7 +25,7 @@ from .._meta import meta_from_attributes, normalize_user_meta
 from .._runner import _progress_bar, execute_blocks
 from .._validation import check_input_features
 from ..backends import effective_n_workers, get_backend
-from ._paths import is_in_process_filesystem
+from ._paths import could_be_read_as_input, is_in_process_filesystem
 from ._sinks import ARRAY_FORMATS, OutputStore, WriteResult, output_names, output_table
 from ._source import InputError, Source, check_column_list
 
@@ -97,6 +98,34 @@ def _source_features(source, estimator, keep):
     return features, True
 
 
+def _known_output_columns(wrapper, estimator, method):
+    """Return the column names of the written output when known before scoring, or None."""
+    if not isinstance(method, str):
+        return None
+    names = output_names(estimator, method)
+    if method == "transform":
+        return names.names(len(names.labels)) if names.labels else None
+    user_meta = wrapper._meta_for(method)
+    meta = normalize_user_meta(user_meta) if user_meta is not None else None
+    if meta is None:
+        meta = meta_from_attributes(estimator, method)
+    if not isinstance(meta, np.ndarray) or meta.ndim not in (1, 2):
+        return None
+    return names.names(None if meta.ndim == 1 else meta.shape[1])
+
+
+def _check_kept_names(wrapper, estimator, method, keep) -> None:
+    """Raise before scoring when a carried column has the name of an output column."""
+    if not keep:
+        return
+    clash = sorted(set(keep) & set(_known_output_columns(wrapper, estimator, method) or ()))
+    if clash:
+        raise InputError(
+            f"Carried columns {clash} have the same names as output columns of {method}. "
+            "Rename those input columns, or carry other columns."
+        )
+
+
 def _check_output_not_input(store, source) -> None:
     """Raise an InputError when the output would replace or sit inside one of the inputs."""
     if getattr(source, "fs", None) is not store.fs and type(source.fs) is not type(store.fs):
@@ -104,10 +133,17 @@ def _check_output_not_input(store, source) -> None:
     output = store.path.rstrip("/")
     for path in source.paths:
         path = path.rstrip("/")
-        if path == output or path.startswith(output + "/"):
+        if path == output or path.startswith(output + "/") or output.startswith(path + "/"):
             raise InputError(
                 f"The output {store.url!r} is also an input ({path}), so writing it would "
                 "replace the rows being scored. Choose another output path."
+            )
+    for pattern in getattr(source, "inputs", ()):
+        if could_be_read_as_input(store.fs, pattern, output):
+            raise InputError(
+                f"The output {store.url!r} would be read as part of the input {pattern!r} "
+                "by a later run on that input, which would then score the scores. Choose an "
+                "output path outside it."
             )
 
 
@@ -388,6 +424,7 @@ def run_source(
             data.in_process_only = True
         if isinstance(X, Source):
             _check_output_not_input(store, X)
+        _check_kept_names(wrapper, estimator, method, keep)
 
     backend = _choose_backend(options, effective_n_workers(options.n_jobs), data.in_process_only)
     try:

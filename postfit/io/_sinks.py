@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from .._blocks import EmptyOutput
 from ..exceptions import OutputExistsError
-from ._paths import is_local, to_url
+from ._paths import check_output_folder, is_local, to_url
 from ._source import InputError
 
 logger = logging.getLogger(__name__)
@@ -286,22 +286,22 @@ class OutputStore:
                 self._remove_partial_parts()
                 return previous, self._finished()
             self._write_json(RUN_RECORD, record)
+            if overwrite and self.staged and self.fs.exists(self.path):
+                # The replaced output goes now, as a Parquet output's parts do, so that a
+                # run that fails does not leave it looking like this run's result.
+                logger.info("removing %s, which this run replaces", self.url)
+                self.fs.rm(self.path, recursive=True)
             return record, {}
         except BaseException:
             self.release()
             raise
 
     def _check_parent(self):
-        """Reject a local output whose directory is missing, as a mistyped path often is."""
+        """Reject a local output whose folder is missing (often a mistyped path) or read-only."""
         if not is_local(self.fs):
             # Object stores have no directories to check.
             return
-        parent = os.path.dirname(self.path) or "."
-        if not os.path.isdir(parent):
-            raise FileNotFoundError(
-                f"The directory {parent!r} of the output {self.url!r} does not exist. "
-                "Create it first, or check the output path."
-            )
+        check_output_folder(self.path, self.url)
 
     def _check_existing(self, overwrite, resume):
         """Return the stored run record when resuming, after clearing what overwrite replaces."""

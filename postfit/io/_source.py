@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._paths import expand_paths, file_fingerprint
+from ._paths import expand_paths, file_fingerprint, input_patterns
 
 __all__ = [
     "ArraySchema",
@@ -125,6 +125,8 @@ class Source(ABC):
 
     def __init__(self, path, columns=None):
         self.fs, self.paths = expand_paths(path, self.suffixes, what=f"{self.format} file")
+        #: The paths, folders and patterns as given, which later files may join.
+        self.inputs = input_patterns(self.fs, path)
         self.columns = check_column_list(columns)
 
     def __repr__(self):

@@ -1,0 +1,279 @@
+"""Command-line cases that a review by a new user found wrong, each failing before its fix.
+
+Outputs: folders inside their input, a replaced CSV output that outlived a
+failed run, unwritable folders found only after the work, and carried
+columns named like outputs. Inputs: CSV options that the command line
+lacked. Also `score` without a target or with --columns, unfitted and
+non-estimator model files, and warnings printed with a source line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.compose import make_column_transformer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import postfit
+from postfit.cli import main
+
+EXIT_USAGE = 2
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(600, 2)), columns=["x1", "x2"])
+    frame["label"] = (frame["x1"] > 0).astype(int)
+    path = tmp_path_factory.mktemp("newuser")
+    (path / "inputs").mkdir()
+    frame.iloc[:300].to_parquet(path / "inputs" / "a.parquet")
+    frame.iloc[300:].to_parquet(path / "inputs" / "b.parquet")
+    frame.to_parquet(path / "all.parquet")
+    features = frame[["x1", "x2"]]
+    postfit.save_model(StandardScaler().fit(features), path / "scaler.skops")
+    postfit.save_model(LogisticRegression().fit(features, frame["label"]), path / "logistic.skops")
+    postfit.save_model(
+        MiniBatchKMeans(3, random_state=0, n_init=1).fit(features), path / "kmeans.skops"
+    )
+    postfit.save_model(LinearRegression().fit(frame[["x1"]], frame["x2"]), path / "linear.skops")
+    return path, frame
+
+
+def _run(*argv):
+    return main([str(arg) for arg in argv])
+
+
+# Outputs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("inputs", "output"),
+    [("inputs", "inputs/scaled"), ("inputs/*.parquet", "inputs/x.parquet")],
+)
+def test_output_read_by_its_input_rejected(folder, capsys, inputs, output):
+    path, _ = folder
+    status = _run("predict", path / "logistic.skops", path / inputs, "-o", path / output)
+    assert status == EXIT_USAGE
+    assert "would be read as part of the input" in capsys.readouterr().err
+    assert not (path / output).exists()
+
+
+def test_output_beside_glob_input_accepted(folder, tmp_path):
+    path, frame = folder
+    output = tmp_path / "scaled"
+    status = _run(
+        "predict", path / "scaler.skops", path / "inputs" / "*.parquet", "-o", output,
+        "--method", "transform",
+    )  # fmt: skip
+    assert status == 0
+    assert len(pd.read_parquet(output)) == len(frame)
+
+
+def test_overwrite_removes_old_csv_at_start(folder, tmp_path):
+    path, _ = folder
+    output = tmp_path / "scores.csv"
+    assert _run("predict", path / "logistic.skops", path / "all.parquet", "-o", output) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x1,x2\n1,2\nnot-a-number,3\n")
+    status = _run("predict", path / "logistic.skops", bad, "-o", output, "--overwrite")
+    assert status != 0
+    assert not output.exists()
+
+
+def test_file_as_output_folder_rejected(folder, capsys):
+    path, _ = folder
+    output = path / "all.parquet" / "out.csv"
+    status = _run("predict", path / "logistic.skops", path / "inputs", "-o", output)
+    assert status == EXIT_USAGE
+    assert "which is a file, not a folder" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder_rejected_first(folder, tmp_path, monkeypatch, capsys):
+    path, _ = folder
+    writable = os.access
+    # root writes anywhere, so the test makes the folder look read-only to access().
+    monkeypatch.setattr(os, "access", lambda p, mode: writable(p, mode) and p != str(tmp_path))
+    output = tmp_path / "scores.csv"
+    status = _run("predict", path / "logistic.skops", path / "all.parquet", "-o", output)
+    assert status == EXIT_USAGE
+    assert "is not writable" in capsys.readouterr().err
+    status = _run(
+        "fit", "sklearn.preprocessing:StandardScaler", path / "all.parquet",
+        "--columns", "x1,x2", "-o", tmp_path / "scaler.skops",
+    )  # fmt: skip
+    assert status == EXIT_USAGE
+    assert "is not writable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("model", "method", "kept"),
+    [("logistic", "predict", "label"), ("scaler", "transform", "x1")],
+)
+def test_kept_column_clash_rejected_first(folder, tmp_path, capsys, model, method, kept):
+    path, frame = folder
+    source = tmp_path / "with_clash.parquet"
+    frame.rename(columns={"label": "prediction"} if kept == "label" else {}).to_parquet(source)
+    kept = "prediction" if kept == "label" else kept
+    output = tmp_path / "out"
+    status = _run(
+        "predict", path / f"{model}.skops", source, "--columns", "x1,x2", "-o", output,
+        "--method", method, "--keep-columns", kept,
+    )  # fmt: skip
+    assert status == EXIT_USAGE
+    assert f"Carried columns ['{kept}']" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_input_format_reads_files_without_endings(folder, tmp_path):
+    path, frame = folder
+    hive = tmp_path / "hive"
+    hive.mkdir()
+    (hive / "000000_0").write_bytes((path / "inputs" / "a.parquet").read_bytes())
+    (hive / "000001_0").write_bytes((path / "inputs" / "b.parquet").read_bytes())
+    output = tmp_path / "scaled"
+    status = _run(
+        "predict", path / "scaler.skops", hive, "--input-format", "parquet", "-o", output,
+        "--method", "transform", "--columns", "x1,x2",
+    )  # fmt: skip
+    assert status == 0
+    assert len(pd.read_parquet(output)) == len(frame)
+
+
+# CSV options --------------------------------------------------------------------
+
+
+def test_csv_null_values_and_delimiter(tmp_path):
+    frame = pd.DataFrame({"country": ["NA", "US", "null", "FR"] * 50, "x": np.arange(200.0)})
+    target = frame["country"].isin(["NA", "null"]).astype(int)
+    encoder = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), ["country"]), remainder="passthrough"
+    )
+    model = make_pipeline(encoder, LogisticRegression(max_iter=1000)).fit(frame, target)
+    joblib.dump(model, tmp_path / "model.joblib")
+    frame.to_csv(tmp_path / "rows.csv", sep=";", index=False)
+    output = tmp_path / "scores.npy"
+    status = _run(
+        "predict", tmp_path / "model.joblib", tmp_path / "rows.csv", "-o", output,
+        "--method", "predict_proba", "--trust-model", "--delimiter", ";", "--null-values", "",
+    )  # fmt: skip
+    assert status == 0
+    np.testing.assert_allclose(np.load(output), model.predict_proba(frame), rtol=1e-12)
+
+
+def test_csv_options_rejected_for_parquet(folder, tmp_path, capsys):
+    path, _ = folder
+    status = _run(
+        "predict", path / "logistic.skops", path / "all.parquet", "-o", tmp_path / "o.csv",
+        "--delimiter", ";",
+    )  # fmt: skip
+    assert status == EXIT_USAGE
+    assert "--delimiter applies to CSV inputs" in capsys.readouterr().err
+
+
+# score --------------------------------------------------------------------------
+
+
+def test_score_own_score_without_target(folder, capsys):
+    path, frame = folder
+    model = postfit.load_model(path / "kmeans.skops")
+    with pytest.warns(postfit.exceptions.MaterializedScoringWarning):
+        status = _run("score", path / "kmeans.skops", path / "all.parquet", "--columns", "x1,x2")
+    assert status == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == "score"
+    assert float(printed[1]) == pytest.approx(model.score(frame[["x1", "x2"]]), rel=1e-12)
+
+
+def test_score_reads_target_beside_columns(folder, capsys):
+    path, frame = folder
+    model = postfit.load_model(path / "linear.skops")
+    status = _run(
+        "score", path / "linear.skops", path / "all.parquet", "--columns", "x1", "--target", "x2"
+    )
+    assert status == 0
+    name, value = capsys.readouterr().out.split()
+    assert name == "r2"
+    assert float(value) == pytest.approx(model.score(frame[["x1"]], frame["x2"]), abs=1e-14)
+
+
+def test_score_needs_target_for_metric(folder, capsys):
+    path, _ = folder
+    status = _run("score", path / "linear.skops", path / "all.parquet", "--columns", "x1")
+    assert status == EXIT_USAGE
+    assert "Pass --target" in capsys.readouterr().err
+
+
+# Model files --------------------------------------------------------------------
+
+
+def test_unfitted_model_rejected_and_described(tmp_path, folder, capsys):
+    path, _ = folder
+    postfit.save_model(LogisticRegression(), tmp_path / "unfitted.skops")
+    status = _run(
+        "predict", tmp_path / "unfitted.skops", path / "all.parquet", "-o", tmp_path / "o"
+    )
+    assert status == EXIT_USAGE
+    assert "contains an unfitted LogisticRegression" in capsys.readouterr().err
+    assert _run("info", tmp_path / "unfitted.skops") == 0
+    described = capsys.readouterr().out
+    assert "fitted: no" in described
+    assert "output columns" not in described
+
+
+def test_info_rejects_object_that_is_not_estimator(tmp_path, capsys):
+    import skops.io
+
+    skops.io.dump({"a": np.arange(3)}, tmp_path / "dict.skops")
+    assert _run("info", tmp_path / "dict.skops") == EXIT_USAGE
+    assert "which is not an estimator" in capsys.readouterr().err
+
+
+def test_missing_module_of_model_named(tmp_path, monkeypatch, capsys):
+    module = tmp_path / "made_here.py"
+    module.write_text(
+        "from sklearn.base import BaseEstimator, TransformerMixin\n\n\n"
+        "class Doubler(TransformerMixin, BaseEstimator):\n"
+        "    def fit(self, X, y=None):\n"
+        "        return self\n\n"
+        "    def transform(self, X):\n"
+        "        return X * 2\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import made_here
+
+    joblib.dump(made_here.Doubler().fit(np.ones((2, 2))), tmp_path / "doubler.joblib")
+    monkeypatch.delitem(sys.modules, "made_here")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    assert _run("info", tmp_path / "doubler.joblib", "--trust-model") == EXIT_USAGE
+    assert "module 'made_here', which is not installed" in capsys.readouterr().err
+
+
+# Messages -----------------------------------------------------------------------
+
+
+def test_warning_printed_as_one_line(folder, tmp_path, capsys):
+    path, _ = folder
+    with pytest.warns(postfit.exceptions.PostfitWarning) as caught:
+        status = _run(
+            "predict", path / "logistic.skops", path / "all.parquet", "-o", tmp_path / "o.csv",
+            "--memory-budget", "512",
+        )  # fmt: skip
+    assert status == 0
+    assert "such as '512MiB'" in str(caught[0].message)
+    assert "(csv, " in capsys.readouterr().out
+
+
+def test_warning_format_has_no_source_line():
+    from postfit import cli
+
+    text = cli._format_warning("predict", "budget is small", UserWarning, "file.py", 3)
+    assert text == "postfit predict: UserWarning: budget is small\n"

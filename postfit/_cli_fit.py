@@ -322,6 +322,11 @@ def run_fit(args):
         )
     if args.early_stopping and not args.validation:
         raise _usage_error("--early-stopping needs --validation files to score each epoch.")
+    if args.scoring and not args.validation:
+        raise _usage_error(
+            "--scoring scores the --validation files after each epoch; pass --validation "
+            "too, or drop --scoring."
+        )
 
     source = cli._open_inputs(args.inputs, args.input_format, args.columns, cli.csv_options(args))
     _check_target(source, args.target)

@@ -197,8 +197,8 @@ def _add_input_arguments(parser):
         "--columns",
         type=_column_list,
         metavar="A,B",
-        help="comma-separated input columns to score (default: the columns the model "
-        "was fitted with, or all columns)",
+        help="comma-separated input columns that the model takes as features (default: "
+        "the columns the model was fitted with, or all columns)",
     )
     parser.add_argument(
         "--column-types",
@@ -669,9 +669,13 @@ def _configure_logging(verbosity):
     if verbosity <= 0:
         return
     level = logging.INFO if verbosity == 1 else logging.DEBUG
+    # Other libraries (fsspec, distributed, ...) log at their usual levels only.
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    logging.getLogger("postfit").setLevel(level)
 
 
 def _describe_error(exc) -> str:

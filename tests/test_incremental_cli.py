@@ -170,6 +170,7 @@ def test_bad_estimator_spec_is_usage_error(digits_files, capsys, spec, message):
     [
         (["--target", "label"], "Target column 'label' not found"),
         (["--target", "digit", "--early-stopping"], "--early-stopping needs --validation"),
+        (["--target", "digit", "--scoring", "accuracy"], "pass --validation too"),
         (["--target", "digit", "-o", "model.pkl"], "End the path with .skops"),
     ],
 )

@@ -422,7 +422,14 @@ class OutputStore:
         holder = self._lock_holder()
         if holder is not None:
             self._check_lock_free()
-            logger.warning("removing the stale lock of process %s on %s", holder, self.url)
+            logger.warning(
+                "removing the stale lock of %s, left by process %s on %s (started %s), which "
+                "no longer runs",
+                self.url,
+                holder.get("pid"),
+                holder.get("host"),
+                holder.get("started"),
+            )
             self.fs.rm(self._file(LOCK_FILE))
         content = json.dumps(
             {"pid": os.getpid(), "host": socket.gethostname(), "started": time.ctime()}

@@ -119,12 +119,13 @@ def run_dask(
     (150, 3)
     """
     _reject_route_options(route_options)
-    if options.backend not in ("auto", "dask"):
+    if options.backend == "ray":
+        # Local backends are the wrapper's setting for in-memory inputs, so a wrapper set
+        # up once scores Dask inputs too, but asking for Ray on Dask is a mistake.
         raise ValueError(
-            f"A Dask input, or execute=False, gives a lazy Dask result that Dask's scheduler "
-            f"computes, so backend={options.backend!r} does not apply. Pass backend='auto' "
-            "or backend='dask', or compute the input first (X.compute()) to score it in "
-            f"memory with backend={options.backend!r}."
+            "A Dask input, or execute=False, is scored by Dask's scheduler, so "
+            "backend='ray' does not apply. Pass a ray.data.Dataset to score on Ray, or "
+            "compute the input first (X.compute()) to score it in memory on Ray."
         )
     unknown = sorted(set(options.backend_options) - {"client"})
     if unknown:
@@ -604,9 +605,9 @@ def _array_meta(base):
     if isinstance(base, (list, tuple)):
         raise TypeError(
             "The method returns several arrays (a list with one per output, or a tuple such "
-            "as the mean and standard deviation of return_std=True), which a lazy Dask "
-            "result cannot hold. Call it on an in-memory input with execute=True, or on each "
-            "output's estimator."
+            "as the mean and standard deviation of return_std=True), which a Dask collection "
+            "cannot hold. Compute the input first (X.compute()) and call the method on the "
+            "in-memory rows, or call it on each output's estimator."
         )
     array = np.asarray(base)
     return array.reshape((0,) + array.shape[1:])

@@ -573,7 +573,8 @@ def _finalize_moments(spec, stats):
     n, total, _, m2_y, ss_res, _, m2_r = stats
     if n > 0 and total == 0:
         raise ZeroWeightsError(ZERO_WEIGHTS_MESSAGE)
-    if n < 2:
+    if n < 2 and spec.score_func is metrics.r2_score:
+        # Only R² is undefined on one row; explained variance gives 1.0 there.
         import warnings
 
         from sklearn.exceptions import UndefinedMetricWarning

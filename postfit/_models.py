@@ -236,20 +236,13 @@ def _column_kinds(estimator) -> dict:
 
 
 def is_fitted_model(model) -> bool:
-    """Return whether ``model`` is a fitted estimator, by scikit-learn's own check."""
-    from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
+    """Return False for an estimator known to be unfitted, True otherwise.
 
-    if not hasattr(model, "fit"):
-        return False
-    try:
-        check_is_fitted(model)
-    except NotFittedError:
-        return False
-    except TypeError:
-        # check_is_fitted raises a TypeError for objects that are not estimators.
-        return False
-    return True
+    The rule is the wrapper's own: see ``postfit.wrappers._is_fitted``.
+    """
+    from .wrappers import _is_fitted
+
+    return not hasattr(model, "fit") or _is_fitted(model)
 
 
 def describe_model(model) -> str:
@@ -262,7 +255,7 @@ def describe_model(model) -> str:
     lines = [f"estimator: {type(inner).__name__} ({type(inner).__module__})"]
     fitted = is_fitted_model(inner)
     if not fitted and hasattr(inner, "fit"):
-        lines.append("fitted: no (postfit fit, or fit in Python, trains it before it can score)")
+        lines.append("fitted: no (train it with postfit fit, or fit in Python, before scoring)")
     steps = getattr(inner, "steps", None)
     if steps:
         lines.append("steps: " + " -> ".join(f"{name} ({type(s).__name__})" for name, s in steps))

@@ -160,12 +160,6 @@ def check_input_features(estimator, X):
     """
     if type(X) is np.ndarray and _plain_array_matches(estimator, X):
         return X, False
-    if isinstance(X, np.matrix):
-        # scikit-learn rejects np.matrix, so every backend rejects it here.
-        raise TypeError(
-            "X is an np.matrix, which scikit-learn does not accept. Convert it to an "
-            "array first with np.asarray(X)."
-        )
     if _is_other_array_like(X):
         # Objects that only implement ``__array__`` are converted as
         # scikit-learn's check_array converts them, so that they can be sliced.

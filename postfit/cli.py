@@ -209,6 +209,7 @@ def _add_input_arguments(parser):
     )
     parser.add_argument(
         "--delimiter",
+        type=_delimiter,
         metavar="CHAR",
         help="CSV inputs: the character between fields (default: a tab for .tsv files, "
         "else a comma)",
@@ -226,6 +227,17 @@ def _add_input_arguments(parser):
         action="store_true",
         help="CSV inputs: quoted values contain newlines (each file is then one block)",
     )
+
+
+def _delimiter(text):
+    """Parse --delimiter: one character, where the two characters \\t stand for a tab."""
+    if text == "\\t":
+        return "\t"
+    if len(text) != 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid delimiter {text!r}: pass one character, such as ';', or '\\t' for a tab"
+        )
+    return text
 
 
 def _null_values(text):
@@ -311,14 +323,35 @@ def _load_fitted_model(args):
 
 
 def _open_inputs(inputs, input_format, columns, csv=None):
-    from . import io
 
     fmt = input_format or _guess_format(inputs[0])
+    given = inputs
     if input_format is not None and fmt != "zarr":
         from .io._paths import files_of_folders
 
         # The format is given, so a folder's files are read whatever their names.
-        inputs = files_of_folders(inputs)
+        inputs = files_of_folders(inputs, _FORMAT_ENDINGS[fmt])
+    source = _open_source(inputs, fmt, columns, csv)
+    if given is not inputs:
+        from .io._paths import input_patterns
+
+        # The folders as given, for the check that the output is not read as input later.
+        source.inputs = input_patterns(source.fs, given)
+    return source
+
+
+#: File name endings of each input format, as the readers filter folders by them.
+_FORMAT_ENDINGS = {
+    "parquet": (".parquet", ".pq", ".parq"),
+    "csv": (".csv", ".tsv", ".txt"),
+    "npy": (".npy",),
+    "zarr": (".zarr",),
+}
+
+
+def _open_source(inputs, fmt, columns, csv):
+    from . import io
+
     if csv and fmt != "csv":
         given = ", ".join("--" + name.replace("_", "-") for name in csv)
         verb = "applies" if len(csv) == 1 else "apply"
@@ -581,8 +614,8 @@ def _add_predict_parser(subparsers):
     existing.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing output: a CSV, .npy or Zarr file, or a Parquet folder that "
-        "postfit wrote (the old output is removed when the run starts)",
+        help="replace an existing output: a CSV, .npy or Zarr file (when the run finishes), "
+        "or a Parquet folder that postfit wrote (when the run starts)",
     )
     _add_run_arguments(parser)
     parser.set_defaults(handler=_run_predict)

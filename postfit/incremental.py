@@ -581,7 +581,10 @@ def _check_validation_rows(X_val, y_val, sample_weight_val):
         if values is None or isinstance(values, str) or is_dask_collection(values):
             continue
         if np.ndim(values) == 0:
-            continue
+            raise ValueError(
+                f"{name} is a single value ({values!r}), but it must have one value per row "
+                "of X_val. Pass an array."
+            )
         length = n_rows(values)
         if length != n:
             raise ValueError(

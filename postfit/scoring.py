@@ -17,6 +17,7 @@ regressor's R².
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import numbers
@@ -349,6 +350,12 @@ def warn_whole_data(plan, stacklevel=4):
 
 def whole_data_values(plan, estimator, X, y, sample_weight):
     """Call the plain callables (or the estimator's own score) on the materialised data."""
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if is_source(X) and X.tabular and X.columns is None and fitted is not None:
+        # A table source is read with the fitted columns (and the target) only, as
+        # the blocks of a streamed run are.
+        X = copy.copy(X)
+        X.columns = [str(name) for name in fitted] + ([y] if isinstance(y, str) else [])
     X, y, sample_weight = materialize(X), materialize(y), materialize(sample_weight)
     if isinstance(y, str):
         X, y = split_target(X, y)

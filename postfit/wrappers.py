@@ -37,10 +37,24 @@ POST_FIT_METHODS = (
 
 
 def _is_fitted(estimator) -> bool:
+    """Return False for an estimator known to be unfitted, True otherwise.
+
+    scikit-learn's ``check_is_fitted`` looks for attributes ending in ``_``,
+    which a fitted estimator of another library need not have (one that sets
+    ``self.scale`` in fit, say). So only scikit-learn's own estimators, and
+    pipelines that end in one, are judged. Others are called, and their
+    methods raise their own error when they are not fitted.
+    """
     try:
         check_is_fitted(estimator)
-    except (NotFittedError, TypeError):
+    except TypeError:
+        # check_is_fitted raises a TypeError for objects that are not estimators.
         return False
+    except NotFittedError:
+        final = estimator
+        while getattr(final, "steps", None):
+            final = final.steps[-1][1]
+        return not type(final).__module__.startswith("sklearn.")
     return True
 
 

@@ -78,15 +78,31 @@ def test_output_beside_glob_input_accepted(folder, tmp_path):
     assert len(pd.read_parquet(output)) == len(frame)
 
 
-def test_overwrite_removes_old_csv_at_start(folder, tmp_path):
-    path, _ = folder
-    output = tmp_path / "scores.csv"
-    assert _run("predict", path / "logistic.skops", path / "all.parquet", "-o", output) == 0
-    bad = tmp_path / "bad.csv"
-    bad.write_text("x1,x2\n1,2\nnot-a-number,3\n")
-    status = _run("predict", path / "logistic.skops", bad, "-o", output, "--overwrite")
-    assert status != 0
-    assert not output.exists()
+def test_output_reached_through_link_rejected(folder, tmp_path, capsys):
+    path, frame = folder
+    rows = tmp_path / "rows.csv"
+    frame.to_csv(rows, index=False)
+    (tmp_path / "link.csv").symlink_to(rows)
+    status = _run(
+        "predict", path / "logistic.skops", tmp_path / "link.csv", "--columns", "x1,x2",
+        "-o", rows, "--overwrite",
+    )  # fmt: skip
+    assert status == EXIT_USAGE
+    assert "is also an input" in capsys.readouterr().err
+    assert len(pd.read_csv(rows)) == len(frame)
+
+
+def test_zarr_input_kept_by_overwrite(tmp_path):
+    import zarr
+
+    X = np.random.default_rng(1).normal(size=(100, 3))
+    store = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=X.shape, chunks=(10, 3))
+    store[:] = X
+    model = StandardScaler().fit(X)
+    wrapper = postfit.ParallelPostFit(model, backend="sequential", block_size=10)
+    wrapper.transform(store, output=tmp_path / "x.zarr", overwrite=True)
+    written = zarr.open_array(str(tmp_path / "x.zarr"), mode="r")[:]
+    np.testing.assert_allclose(written, model.transform(X), rtol=1e-12)
 
 
 def test_file_as_output_folder_rejected(folder, capsys):
@@ -277,3 +293,106 @@ def test_warning_format_has_no_source_line():
 
     text = cli._format_warning("predict", "budget is small", UserWarning, "file.py", 3)
     assert text == "postfit predict: UserWarning: budget is small\n"
+
+
+# Second review of the fixes ------------------------------------------------------
+
+
+def test_input_format_prefers_files_of_the_format(folder, tmp_path):
+    path, _ = folder
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.parquet").write_bytes((path / "inputs" / "a.parquet").read_bytes())
+    (mixed / "README.md").write_text("notes\n")
+    output = tmp_path / "scaled"
+    status = _run(
+        "predict", path / "scaler.skops", mixed, "--input-format", "parquet", "-o", output,
+        "--method", "transform", "--columns", "x1,x2",
+    )  # fmt: skip
+    assert status == 0
+    assert len(pd.read_parquet(output)) == 300
+
+
+def test_input_format_folder_keeps_output_check(folder, capsys):
+    path, _ = folder
+    status = _run(
+        "predict", path / "logistic.skops", path / "inputs", "--input-format", "parquet",
+        "-o", path / "inputs" / "x.csv",
+    )  # fmt: skip
+    assert status == EXIT_USAGE
+    assert "would be read as part of the input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["_scores", ".scores"])
+def test_hidden_output_inside_input_accepted(folder, tmp_path, name):
+    path, frame = folder
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    frame.iloc[:300].to_parquet(inputs / "a.parquet")
+    status = _run("predict", path / "logistic.skops", inputs, "-o", inputs / name)
+    assert status == 0
+    assert len(pd.read_parquet(inputs / name)) == 300
+    assert _run("predict", path / "logistic.skops", inputs, "-o", tmp_path / "again") == 0
+    assert len(pd.read_parquet(tmp_path / "again")) == 300
+
+
+@pytest.mark.parametrize(("text", "ok"), [("\\t", True), (";;", False), ("", False)])
+def test_delimiter_checked(tmp_path, folder, capsys, text, ok):
+    path, frame = folder
+    rows = tmp_path / "rows.txt"
+    frame[["x1", "x2"]].to_csv(rows, sep="\t", index=False)
+    argv = [
+        "predict", path / "logistic.skops", rows, "--input-format", "csv", "--delimiter", text,
+        "-o", tmp_path / "o.csv",
+    ]  # fmt: skip
+    if ok:
+        assert _run(*argv) == 0
+        return
+    # argparse rejects the value itself, with its usage-error exit.
+    with pytest.raises(SystemExit) as stopped:
+        _run(*argv)
+    assert stopped.value.code == EXIT_USAGE
+    assert "pass one character" in capsys.readouterr().err
+
+
+def test_fitted_custom_estimator_not_called_unfitted(tmp_path, folder):
+    path, frame = folder
+    module = tmp_path / "custom_scale.py"
+    module.write_text(
+        "from sklearn.base import BaseEstimator, TransformerMixin\n\n\n"
+        "class Scale(TransformerMixin, BaseEstimator):\n"
+        "    def fit(self, X, y=None):\n"
+        "        self.scale = 2.0\n"
+        "        return self\n\n"
+        "    def transform(self, X):\n"
+        "        return X * self.scale\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import custom_scale
+
+        features = frame[["x1", "x2"]].to_numpy()
+        joblib.dump(custom_scale.Scale().fit(features), tmp_path / "scale.joblib")
+        np.save(tmp_path / "rows.npy", features)
+        status = _run(
+            "predict", tmp_path / "scale.joblib", tmp_path / "rows.npy", "--trust-model",
+            "--method", "transform", "-o", tmp_path / "out.npy",
+        )  # fmt: skip
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("custom_scale", None)
+    assert status == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), features * 2.0)
+
+
+def test_score_own_score_reads_fitted_columns_only(folder, tmp_path, capsys):
+    path, frame = folder
+    table = frame.assign(id=np.arange(len(frame)))
+    table.to_parquet(tmp_path / "with_id.parquet")
+    model = MiniBatchKMeans(3, random_state=0, n_init=1).fit(frame[["x1", "x2"]])
+    postfit.save_model(model, tmp_path / "kmeans.skops")
+    with pytest.warns(postfit.exceptions.MaterializedScoringWarning):
+        status = _run("score", tmp_path / "kmeans.skops", tmp_path / "with_id.parquet")
+    assert status == 0
+    value = float(capsys.readouterr().out.split()[1])
+    assert value == pytest.approx(model.score(frame[["x1", "x2"]]), rel=1e-12)

@@ -205,6 +205,7 @@ def test_scalar_sample_weight_goes_whole(training):
         ({"y_val": np.zeros(10)}, "y_val has 10 rows, but X_val has 200"),
         ({"y_val": np.zeros(200), "sample_weight_val": np.ones(3)}, "sample_weight_val has 3"),
         ({"y_val": "label"}, "y_val='label' names a column, but X_val has no column names"),
+        ({"y_val": np.zeros(200), "sample_weight_val": 2.0}, "sample_weight_val is a single"),
     ],
 )
 def test_validation_checked_before_training(training, monkeypatch, validation, message):
@@ -232,3 +233,12 @@ def test_classes_from_one_column_dask_y(training, kind):
         warnings.simplefilter("ignore")
         wrapper.fit(lazy_X, lazy_y)
     np.testing.assert_array_equal(wrapper.classes_, [0, 1])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_explained_variance_of_one_row(regressed, weighted):
+    model, X, y = regressed
+    kwargs = {"sample_weight": np.array([2.0])} if weighted else {}
+    expected = get_scorer("explained_variance")(model, X[:1], y[:1], **kwargs)
+    wrapper = ParallelPostFit(model, scoring="explained_variance")
+    assert wrapper.score(X[:1], y[:1], **kwargs) == expected

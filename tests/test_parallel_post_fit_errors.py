@@ -111,16 +111,21 @@ def test_three_dimensional_input(no_work):
 
 
 @pytest.mark.parametrize("backend", ["auto", "sequential", "threading", "loky"])
-def test_matrix_input_rejected(no_work, backend):
+def test_matrix_input_as_the_estimator_takes_it(backend):
+    from sklearn.preprocessing import FunctionTransformer
+
     estimator = LogisticRegression().fit(np.eye(6)[:4], [0, 1, 0, 1])
     with warnings.catch_warnings():
         # NumPy warns that np.matrix is not recommended.
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         X = np.asmatrix(np.eye(6))
-    with pytest.raises(TypeError, match="np.matrix"):
-        estimator.predict(X)
-    with pytest.raises(TypeError, match=r"X is an np.matrix.*np.asarray\(X\)"):
-        ParallelPostFit(estimator, backend=backend, block_size=2).predict(X)
+        with pytest.raises(TypeError, match="np.matrix"):
+            estimator.predict(X)
+        with pytest.raises(TypeError, match="np.matrix"):
+            ParallelPostFit(estimator, backend=backend, block_size=2).predict(X)
+        doubler = FunctionTransformer(lambda rows: rows * 2).fit(X)
+        got = ParallelPostFit(doubler, backend=backend, block_size=2).transform(X)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(X) * 2)
 
 
 @pytest.mark.parametrize("value", [np.array(5.0), np.float64(5.0)])
@@ -140,6 +145,25 @@ def test_unfitted_use(no_work):
     wrapper = ParallelPostFit(LogisticRegression())
     with pytest.raises(NotFittedError, match="Call fit"):
         wrapper.predict(np.zeros((3, 2)))
+
+
+class _ScaleWithoutUnderscore(BaseEstimator):
+    """A fitted estimator whose learned attribute has no trailing underscore."""
+
+    def fit(self, X, y=None):
+        self.scale = 2.0
+        return self
+
+    def transform(self, X):
+        return np.asarray(X) * self.scale
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading"])
+def test_fitted_estimator_of_other_library_used(backend):
+    X = np.arange(12.0).reshape(6, 2)
+    estimator = _ScaleWithoutUnderscore().fit(X)
+    got = ParallelPostFit(estimator, backend=backend, block_size=2).transform(X)
+    np.testing.assert_array_equal(got, estimator.transform(X))
 
 
 def test_no_estimator():

@@ -380,7 +380,10 @@ class LokyBackend(Backend):
 
     @contextlib.contextmanager
     def ship_input(self, X):
-        if not isinstance(X, np.ndarray) or X.dtype.hasobject or X.ndim == 0:
+        # An np.matrix travels pickled, so each block reaches the estimator as a matrix,
+        # which most estimators reject as they do the whole matrix.
+        matrix = isinstance(X, np.matrix)
+        if matrix or not isinstance(X, np.ndarray) or X.dtype.hasobject or X.ndim == 0:
             yield InputSlicer(X)
             return
         shared = _memmap_layout(X)

@@ -569,11 +569,11 @@ def run_ray_dataset(
     """
     from ..io._source import check_column_list
 
-    if options.backend not in ("auto", "ray"):
+    if options.backend == "dask":
         raise ValueError(
-            f"A Ray Dataset input is scored by Ray Data, so backend={options.backend!r} does "
-            "not apply. Pass backend='auto' or backend='ray', or convert the Dataset first "
-            f"(ds.to_pandas()) to score it in memory with backend={options.backend!r}."
+            "A Ray Dataset input is scored by Ray Data, so backend='dask' does not apply. "
+            "Pass a Dask collection to score on Dask, or convert the Dataset first "
+            "(ds.to_pandas()) to score it in memory on Dask."
         )
     require_ray_session()
     if output is not None or overwrite or resume:

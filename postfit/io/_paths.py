@@ -114,11 +114,12 @@ def check_output_folder(path, shown=None) -> None:
         )
 
 
-def files_of_folders(path) -> list[str]:
-    """Return ``path`` with each folder replaced by its visible files, whatever their endings.
+def files_of_folders(path, suffixes=()) -> list[str]:
+    """Return ``path`` with each folder replaced by its visible files of the format.
 
-    For a format given explicitly (``--input-format``), where file names need
-    not tell the format, as in Hive tables (``000000_0``).
+    For a format given explicitly (``--input-format``): a folder's files
+    with one of ``suffixes``, or all of its visible files when none has one,
+    as in Hive tables (``000000_0``).
     """
     items = []
     for item in _as_strings(path):
@@ -132,7 +133,8 @@ def files_of_folders(path) -> list[str]:
         )
         if not found:
             raise FileNotFoundError(f"The directory {item!r} contains no visible file.")
-        items.extend(to_url(fs, p) for p in found)
+        named = [p for p in found if suffixes and p.lower().endswith(tuple(suffixes))]
+        items.extend(to_url(fs, p) for p in (named or found))
     return items
 
 
@@ -150,7 +152,8 @@ def could_be_read_as_input(fs, pattern, path) -> bool:
     """
     path = path.rstrip("/")
     if any(char in pattern for char in _GLOB_CHARS):
-        candidates = (path, f"{path}/part-000000.parquet")
+        # A glob skips matches whose own name is hidden.
+        candidates = [c for c in (path, f"{path}/part-000000.parquet") if not _is_hidden(c)]
         if "**" in pattern:
             return any(fnmatch.fnmatchcase(c, pattern) for c in candidates)
         wanted = pattern.split("/")
@@ -161,7 +164,10 @@ def could_be_read_as_input(fs, pattern, path) -> bool:
             ):
                 return True
         return False
-    return path.startswith(pattern + "/") and fs.isdir(pattern)
+    if not path.startswith(pattern + "/") or not fs.isdir(pattern):
+        return False
+    # A folder skips hidden files and files in hidden folders.
+    return not any(part.startswith(("_", ".")) for part in path[len(pattern) + 1 :].split("/"))
 
 
 def _expand_one(fs, item, fs_path, suffixes, what):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import warnings
 
@@ -25,7 +26,7 @@ from .._meta import meta_from_attributes, normalize_user_meta
 from .._runner import _progress_bar, execute_blocks
 from .._validation import check_input_features
 from ..backends import effective_n_workers, get_backend
-from ._paths import could_be_read_as_input, is_in_process_filesystem
+from ._paths import could_be_read_as_input, is_in_process_filesystem, is_local
 from ._sinks import ARRAY_FORMATS, OutputStore, WriteResult, output_names, output_table
 from ._source import InputError, Source, check_column_list
 
@@ -131,8 +132,12 @@ def _check_output_not_input(store, source) -> None:
     if getattr(source, "fs", None) is not store.fs and type(source.fs) is not type(store.fs):
         return
     output = store.path.rstrip("/")
+    local = is_local(store.fs)
+    if local:
+        # A link to the output is the output too.
+        output = os.path.realpath(output)
     for path in source.paths:
-        path = path.rstrip("/")
+        path = os.path.realpath(path) if local else path.rstrip("/")
         if path == output or path.startswith(output + "/") or output.startswith(path + "/"):
             raise InputError(
                 f"The output {store.url!r} is also an input ({path}), so writing it would "

@@ -286,11 +286,9 @@ class OutputStore:
                 self._remove_partial_parts()
                 return previous, self._finished()
             self._write_json(RUN_RECORD, record)
-            if overwrite and self.staged and self.fs.exists(self.path):
-                # The replaced output goes now, as a Parquet output's parts do, so that a
-                # run that fails does not leave it looking like this run's result.
-                logger.info("removing %s, which this run replaces", self.url)
-                self.fs.rm(self.path, recursive=True)
+            # NOTE: an old CSV, .npy or Zarr output is replaced only when the run finishes,
+            # because the input may still read it (a Zarr array opened from it, or a link to
+            # it). A run that fails leaves it beside the unfinished run's parts folder.
             return record, {}
         except BaseException:
             self.release()

@@ -233,9 +233,10 @@ def _delimiter(text):
     """Parse --delimiter: one character, where the two characters \\t stand for a tab."""
     if text == "\\t":
         return "\t"
-    if len(text) != 1:
+    if len(text) != 1 or not text.isascii() or text in '"\r\n':
         raise argparse.ArgumentTypeError(
-            f"invalid delimiter {text!r}: pass one character, such as ';', or '\\t' for a tab"
+            f"invalid delimiter {text!r}: pass one ASCII character other than a quote or a "
+            "line break, such as ';', or '\\t' for a tab"
         )
     return text
 

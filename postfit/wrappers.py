@@ -51,11 +51,26 @@ def _is_fitted(estimator) -> bool:
         # check_is_fitted raises a TypeError for objects that are not estimators.
         return False
     except NotFittedError:
-        final = estimator
-        while getattr(final, "steps", None):
-            final = final.steps[-1][1]
-        return not type(final).__module__.startswith("sklearn.")
+        if not _from_sklearn(estimator) and hasattr(type(estimator), "__sklearn_is_fitted__"):
+            # The estimator answered for itself.
+            return False
+        return any(not _from_sklearn(part) for part in _nested_estimators(estimator))
     return True
+
+
+def _from_sklearn(estimator) -> bool:
+    return type(estimator).__module__.startswith("sklearn.")
+
+
+def _nested_estimators(estimator) -> list:
+    """Return ``estimator`` and every estimator among its parameters, at any depth."""
+    found = [estimator]
+    try:
+        params = estimator.get_params(deep=True)
+    except (AttributeError, TypeError):
+        return found
+    found.extend(value for value in params.values() if hasattr(value, "fit"))
+    return found
 
 
 #: Lock between the wrapper's attribute changes and the stores of its direct-path estimator.

@@ -317,7 +317,7 @@ def test_input_format_folder_keeps_output_check(folder, capsys):
     path, _ = folder
     status = _run(
         "predict", path / "logistic.skops", path / "inputs", "--input-format", "parquet",
-        "-o", path / "inputs" / "x.csv",
+        "-o", path / "inputs" / "scores",
     )  # fmt: skip
     assert status == EXIT_USAGE
     assert "would be read as part of the input" in capsys.readouterr().err
@@ -336,7 +336,9 @@ def test_hidden_output_inside_input_accepted(folder, tmp_path, name):
     assert len(pd.read_parquet(tmp_path / "again")) == 300
 
 
-@pytest.mark.parametrize(("text", "ok"), [("\\t", True), (";;", False), ("", False)])
+@pytest.mark.parametrize(
+    ("text", "ok"), [("\\t", True), (";;", False), ("", False), ("§", False), ('"', False)]
+)
 def test_delimiter_checked(tmp_path, folder, capsys, text, ok):
     path, frame = folder
     rows = tmp_path / "rows.txt"
@@ -352,7 +354,7 @@ def test_delimiter_checked(tmp_path, folder, capsys, text, ok):
     with pytest.raises(SystemExit) as stopped:
         _run(*argv)
     assert stopped.value.code == EXIT_USAGE
-    assert "pass one character" in capsys.readouterr().err
+    assert "pass one ASCII character" in capsys.readouterr().err
 
 
 def test_fitted_custom_estimator_not_called_unfitted(tmp_path, folder):
@@ -396,3 +398,27 @@ def test_score_own_score_reads_fitted_columns_only(folder, tmp_path, capsys):
     assert status == 0
     value = float(capsys.readouterr().out.split()[1])
     assert value == pytest.approx(model.score(frame[["x1", "x2"]]), rel=1e-12)
+
+
+def test_output_of_other_format_in_input_folder_accepted(folder, tmp_path):
+    path, frame = folder
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    frame.iloc[:300].to_parquet(inputs / "a.parquet")
+    assert _run("predict", path / "logistic.skops", inputs, "-o", inputs / "scores.csv") == 0
+    # The next read of the folder skips the CSV scores, and says so.
+    with pytest.warns(postfit.exceptions.PostfitWarning, match="skips"):
+        status = _run("predict", path / "logistic.skops", inputs, "-o", tmp_path / "again")
+    assert status == 0
+    assert len(pd.read_parquet(tmp_path / "again")) == 300
+
+
+def test_linked_input_folder_keeps_output_check(folder, tmp_path, capsys):
+    path, frame = folder
+    real = tmp_path / "real"
+    real.mkdir()
+    frame.iloc[:300].to_parquet(real / "a.parquet")
+    (tmp_path / "link").symlink_to(real)
+    status = _run("predict", path / "logistic.skops", tmp_path / "link", "-o", real / "scores")
+    assert status == EXIT_USAGE
+    assert "would be read as part of the input" in capsys.readouterr().err

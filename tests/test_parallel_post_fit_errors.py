@@ -336,3 +336,24 @@ def test_numpy_integer_n_jobs_accepted():
     np.testing.assert_array_equal(wrapper.predict(X), model.predict(X))
     with pytest.raises(ValueError, match="n_jobs"):
         ParallelPostFit(model, n_jobs=np.bool_(True)).predict(X)
+
+
+def test_fitted_union_of_other_library_used():
+    from sklearn.pipeline import FeatureUnion
+
+    X = np.arange(12.0).reshape(6, 2)
+    union = FeatureUnion([("scale", _ScaleWithoutUnderscore())]).fit(X)
+    got = ParallelPostFit(union, backend="sequential", block_size=2).transform(X)
+    np.testing.assert_array_equal(got, union.transform(X))
+
+
+class _AnswersFitted(_ScaleWithoutUnderscore):
+    """An estimator of another library that says itself whether it is fitted."""
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "scale")
+
+
+def test_own_fitted_answer_believed(no_work):
+    with pytest.raises(NotFittedError, match="Call fit"):
+        ParallelPostFit(_AnswersFitted()).transform(np.zeros((3, 2)))

@@ -119,7 +119,8 @@ def files_of_folders(path, suffixes=()) -> list[str]:
 
     For a format given explicitly (``--input-format``): a folder's files
     with one of ``suffixes``, or all of its visible files when none has one,
-    as in Hive tables (``000000_0``).
+    as in Hive tables (``000000_0``), where any other file (a README) must
+    be removed or hidden with a leading ``_`` or ``.``.
     """
     items = []
     for item in _as_strings(path):
@@ -143,17 +144,21 @@ def input_patterns(fs, path) -> list[str]:
     return [fs._strip_protocol(item).rstrip("/") for item in _as_strings(path)]
 
 
-def could_be_read_as_input(fs, pattern, path) -> bool:
+def could_be_read_as_input(fs, pattern, path, suffixes=(), folder=True) -> bool:
     """Return True when a later read of the input ``pattern`` could read ``path`` or its files.
 
-    A folder input reads every visible file under it, and a glob pattern the
-    paths that match it, where ``*`` stays within one folder level (as in
-    fsspec) unless the pattern has ``**``.
+    A folder input reads every visible file under it that ends in one of
+    ``suffixes`` (any file when empty), and a glob pattern the paths that
+    match it, where ``*`` stays within one folder level (as in fsspec)
+    unless the pattern has ``**``. ``folder`` tells that the output is a
+    folder of Parquet parts rather than one file.
     """
     path = path.rstrip("/")
+    # A folder output (Parquet) is read through its part files, a file output as itself.
+    written = (path, f"{path}/part-000000.parquet") if folder else (path,)
     if any(char in pattern for char in _GLOB_CHARS):
         # A glob skips matches whose own name is hidden.
-        candidates = [c for c in (path, f"{path}/part-000000.parquet") if not _is_hidden(c)]
+        candidates = [c for c in written if not _is_hidden(c)]
         if "**" in pattern:
             return any(fnmatch.fnmatchcase(c, pattern) for c in candidates)
         wanted = pattern.split("/")
@@ -166,8 +171,13 @@ def could_be_read_as_input(fs, pattern, path) -> bool:
         return False
     if not path.startswith(pattern + "/") or not fs.isdir(pattern):
         return False
-    # A folder skips hidden files and files in hidden folders.
-    return not any(part.startswith(("_", ".")) for part in path[len(pattern) + 1 :].split("/"))
+    # A folder skips hidden files, files in hidden folders and files of other formats.
+    for candidate in written:
+        relative = candidate[len(pattern) + 1 :].split("/")
+        hidden = any(part.startswith(("_", ".")) for part in relative)
+        if not hidden and (not suffixes or candidate.lower().endswith(tuple(suffixes))):
+            return True
+    return False
 
 
 def _expand_one(fs, item, fs_path, suffixes, what):

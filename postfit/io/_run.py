@@ -127,6 +127,15 @@ def _check_kept_names(wrapper, estimator, method, keep) -> None:
         )
 
 
+def _resolve_pattern(pattern) -> str:
+    """Return a local path or glob with its folders' links resolved, as the output's are."""
+    cut = min((pattern.index(c) for c in ("*", "?", "[") if c in pattern), default=None)
+    if cut is None:
+        return os.path.realpath(pattern)
+    folder = pattern[:cut].rsplit("/", 1)[0]
+    return os.path.realpath(folder or "/") + pattern[len(folder) :]
+
+
 def _check_output_not_input(store, source) -> None:
     """Raise an InputError when the output would replace or sit inside one of the inputs."""
     if getattr(source, "fs", None) is not store.fs and type(source.fs) is not type(store.fs):
@@ -144,7 +153,10 @@ def _check_output_not_input(store, source) -> None:
                 "replace the rows being scored. Choose another output path."
             )
     for pattern in getattr(source, "inputs", ()):
-        if could_be_read_as_input(store.fs, pattern, output):
+        if local:
+            pattern = _resolve_pattern(pattern)
+        suffixes = getattr(source, "suffixes", ())
+        if could_be_read_as_input(store.fs, pattern, output, suffixes, folder=not store.staged):
             raise InputError(
                 f"The output {store.url!r} would be read as part of the input {pattern!r} "
                 "by a later run on that input, which would then score the scores. Choose an "

@@ -52,7 +52,7 @@ def _is_fitted(estimator) -> bool:
         return False
     except NotFittedError:
         if not _from_sklearn(estimator) and hasattr(type(estimator), "__sklearn_is_fitted__"):
-            # The estimator answered for itself.
+            # The estimator's own __sklearn_is_fitted__ returned False.
             return False
         return any(not _from_sklearn(part) for part in _nested_estimators(estimator))
     return True

@@ -406,7 +406,7 @@ def test_output_of_other_format_in_input_folder_accepted(folder, tmp_path):
     inputs.mkdir()
     frame.iloc[:300].to_parquet(inputs / "a.parquet")
     assert _run("predict", path / "logistic.skops", inputs, "-o", inputs / "scores.csv") == 0
-    # The next read of the folder skips the CSV scores, and says so.
+    # The next read of the folder skips the CSV scores, with a warning.
     with pytest.warns(postfit.exceptions.PostfitWarning, match="skips"):
         status = _run("predict", path / "logistic.skops", inputs, "-o", tmp_path / "again")
     assert status == 0

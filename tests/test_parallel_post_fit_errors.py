@@ -348,7 +348,7 @@ def test_fitted_union_of_other_library_used():
 
 
 class _AnswersFitted(_ScaleWithoutUnderscore):
-    """An estimator of another library that says itself whether it is fitted."""
+    """An estimator of another library with its own ``__sklearn_is_fitted__``."""
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "scale")

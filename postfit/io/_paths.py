@@ -119,7 +119,7 @@ def files_of_folders(path, suffixes=()) -> list[str]:
 
     For a format given explicitly (``--input-format``): a folder's files
     with one of ``suffixes``, or all of its visible files when none has one,
-    as in Hive tables (``000000_0``), where any other file (a README) must
+    as in Hive tables (``000000_0``). There, any other file (a README) must
     be removed or hidden with a leading ``_`` or ``.``.
     """
     items = []
@@ -148,8 +148,8 @@ def could_be_read_as_input(fs, pattern, path, suffixes=(), folder=True) -> bool:
     """Return True when a later read of the input ``pattern`` could read ``path`` or its files.
 
     A folder input reads every visible file under it that ends in one of
-    ``suffixes`` (any file when empty), and a glob pattern the paths that
-    match it, where ``*`` stays within one folder level (as in fsspec)
+    ``suffixes`` (any file when empty). A glob pattern reads the paths that
+    match it, and its ``*`` stays within one folder level (as in fsspec)
     unless the pattern has ``**``. ``folder`` tells that the output is a
     folder of Parquet parts rather than one file.
     """

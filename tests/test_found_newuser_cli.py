@@ -422,3 +422,14 @@ def test_linked_input_folder_keeps_output_check(folder, tmp_path, capsys):
     status = _run("predict", path / "logistic.skops", tmp_path / "link", "-o", real / "scores")
     assert status == EXIT_USAGE
     assert "would be read as part of the input" in capsys.readouterr().err
+
+
+def test_current_folder_read_as_parquet(folder, tmp_path, monkeypatch):
+    path, _ = folder
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a.parquet").write_bytes((path / "inputs" / "a.parquet").read_bytes())
+    monkeypatch.chdir(inputs)
+    status = _run("predict", path / "logistic.skops", ".", "-o", tmp_path / "scores")
+    assert status == 0
+    assert len(pd.read_parquet(tmp_path / "scores")) == 300

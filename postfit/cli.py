@@ -384,7 +384,7 @@ def _guess_format(path):
             return fmt
     name = text.rsplit("/", 1)[-1]
     if "." not in name or any(char in name for char in "*?[") or os.path.isdir(path):
-        # A folder without a format ending ("data", ".", "day=1.0") holds Parquet parts.
+        # A folder without a format ending ("data", ".", "day=1.0") contains Parquet parts.
         return "parquet"
     raise UsageError(
         f"Cannot tell the format of {path!r} from its name; pass --input-format "

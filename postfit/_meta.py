@@ -136,6 +136,16 @@ def infer_meta(estimator, method, sample=None, user_meta=None, kwargs=None):
     return empty_like(out)
 
 
+def known_meta(user_meta, estimator, method):
+    """Return the meta known before any rows are scored: the user's, else the fitted one.
+
+    Returns None when neither the user nor the fitted attributes give it.
+    """
+    if user_meta is not None:
+        return normalize_user_meta(user_meta)
+    return meta_from_attributes(estimator, method)
+
+
 def normalize_user_meta(meta):
     """Return a zero-row version of a user meta (a dtype becomes an empty 1-D array)."""
     if isinstance(meta, (np.dtype, type, str)):

@@ -547,7 +547,7 @@ def _check_custom_weights(multioutput, per_output):
     """Raise as scikit-learn does for output weights that do not fit the outputs."""
     if isinstance(multioutput, str):
         return
-    if np.ndim(per_output) == 0 or np.size(per_output) == 1 and np.ndim(per_output) == 1:
+    if np.size(per_output) == 1:
         raise ValueError("Custom weights are useful only in multi-output cases.")
     if len(multioutput) != np.size(per_output):
         raise ValueError(

@@ -326,18 +326,18 @@ def _load_fitted_model(args):
 def _open_inputs(inputs, input_format, columns, csv=None):
 
     fmt = input_format or _guess_format(inputs[0])
-    given = inputs
+    as_given = inputs
     if input_format is not None and fmt != "zarr":
         from .io._paths import files_of_folders
 
         # The format is given, so a folder's files are read whatever their names.
         inputs = files_of_folders(inputs, _FORMAT_ENDINGS[fmt])
     source = _open_source(inputs, fmt, columns, csv)
-    if given is not inputs:
+    if as_given is not inputs:
         from .io._paths import input_patterns
 
         # The folders as given, for the check that the output is not read as input later.
-        source.inputs = input_patterns(source.fs, given)
+        source.inputs = input_patterns(source.fs, as_given)
     return source
 
 
@@ -354,9 +354,9 @@ def _open_source(inputs, fmt, columns, csv):
     from . import io
 
     if csv and fmt != "csv":
-        given = ", ".join("--" + name.replace("_", "-") for name in csv)
+        options = ", ".join("--" + name.replace("_", "-") for name in csv)
         verb = "applies" if len(csv) == 1 else "apply"
-        raise UsageError(f"{given} {verb} to CSV inputs, not to {fmt} inputs.")
+        raise UsageError(f"{options} {verb} to CSV inputs, not to {fmt} inputs.")
     if csv:
         return io.read_csv(inputs, columns=columns, **csv)
     readers = {
@@ -531,7 +531,9 @@ def _score(args):
     if isinstance(scoring, list) and len(scoring) == 1:
         scoring = scoring[0]
     if args.target is None:
-        if scoring is not None or _score_needs_target(model):
+        from .scoring import own_score_needs_y
+
+        if scoring is not None or own_score_needs_y(model, unknown=True):
             raise UsageError(
                 f"Scoring {type(model).__name__} with {scoring or 'its own score'} needs the "
                 "true targets. Pass --target with the input column that contains them."
@@ -560,17 +562,6 @@ def _score(args):
     else:
         print(f"{scoring or 'score'} {_format_score(value)}")
     return EXIT_OK
-
-
-def _score_needs_target(model) -> bool:
-    """Return True when the model's own ``score`` takes y without a default."""
-    import inspect
-
-    try:
-        parameter = inspect.signature(model.score).parameters.get("y")
-    except (AttributeError, TypeError, ValueError):
-        return True
-    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 def _format_score(value) -> str:

@@ -32,6 +32,7 @@ from ._errors import add_note
 from ._inputs import is_dask_collection, is_source
 from ._stream import BlockStream, take_positions
 from .exceptions import PostfitWarning
+from .scoring import own_score_needs_y
 from .wrappers import ParallelPostFit, _if_estimator_has, _is_fitted
 
 logger = logging.getLogger(__name__)
@@ -553,11 +554,7 @@ def _scoring_needs_y(scoring, estimator) -> bool:
         return True
     if scoring is not None:
         return False
-    try:
-        parameter = inspect.signature(estimator.score).parameters.get("y")
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return parameter is not None and parameter.default is inspect.Parameter.empty
+    return own_score_needs_y(estimator)
 
 
 def _check_validation_rows(X_val, y_val, sample_weight_val):
@@ -571,9 +568,9 @@ def _check_validation_rows(X_val, y_val, sample_weight_val):
     if isinstance(y_val, str):
         names = column_names(X_val)
         if names is None or y_val not in names:
-            shown = "no column names" if names is None else f"the columns {list(names)[:10]}"
+            found = "no column names" if names is None else f"the columns {list(names)[:10]}"
             raise ValueError(
-                f"y_val={y_val!r} names a column, but X_val has {shown}. Pass y_val as an "
+                f"y_val={y_val!r} names a column, but X_val has {found}. Pass y_val as an "
                 "array, or X_val as a frame that contains the column."
             )
     n = n_rows(X_val)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import logging
 import numbers
 import time
@@ -458,6 +459,18 @@ def score(wrapper, X, y=None, sample_weight=None, execute=None):
 
         return dask.delayed(_score_now, pure=False)(plan, estimator, X, y, sample_weight, options)
     return _score_now(plan, estimator, X, y, sample_weight, options)
+
+
+def own_score_needs_y(estimator, unknown=False) -> bool:
+    """Return True when ``estimator.score`` takes y without a default.
+
+    ``unknown`` is returned when the signature cannot be read.
+    """
+    try:
+        parameter = inspect.signature(estimator.score).parameters.get("y")
+    except (AttributeError, TypeError, ValueError):
+        return unknown
+    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 def _check_not_scalar(name, values):

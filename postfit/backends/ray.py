@@ -54,7 +54,7 @@ from .._kernel import (
     limit_threads,
     resolve_model,
 )
-from .._meta import meta_from_attributes, normalize_user_meta
+from .._meta import known_meta, meta_from_attributes
 from ..exceptions import BlockError, WorkerCrashedError
 from ._base import Backend, InputSlicer, effective_n_workers, submit_until_full
 
@@ -636,12 +636,7 @@ def run_ray_dataset(
             # A Dataset without rows gives no batches, so no batch named the columns.
             frame = _empty_frame(wrapper, estimator, method, X, keep)
         return frame
-    user_meta = wrapper._meta_for(method)
-    if user_meta is not None:
-        meta = normalize_user_meta(user_meta)
-    else:
-        meta = meta_from_attributes(estimator, method)
-    return _collect(scored, meta)
+    return _collect(scored, known_meta(wrapper._meta_for(method), estimator, method))
 
 
 def _spread_blocks(X, n_tasks):
@@ -700,10 +695,7 @@ def _collect(scored, meta):
 
 def _known_output_names(wrapper, estimator, method):
     """Return the output column names that are known before any batch runs, or None."""
-    user_meta = wrapper._meta_for(method)
-    meta = normalize_user_meta(user_meta) if user_meta is not None else None
-    if meta is None:
-        meta = meta_from_attributes(estimator, method)
+    meta = known_meta(wrapper._meta_for(method), estimator, method)
     if meta is not None:
         return list(output_columns(estimator, method, meta))
     if method == "transform" and hasattr(estimator, "get_feature_names_out"):
@@ -731,11 +723,7 @@ def _empty_frame(wrapper, estimator, method, X, keep):
     """Return the empty frame of a Dataset without rows: ``keep`` columns, then the output's."""
     import pyarrow as pa
 
-    user_meta = wrapper._meta_for(method)
-    if user_meta is not None:
-        meta = normalize_user_meta(user_meta)
-    else:
-        meta = meta_from_attributes(estimator, method)
+    meta = known_meta(wrapper._meta_for(method), estimator, method)
     if meta is None:
         raise BlockError(
             f"Every batch of the Ray Dataset was empty, so the output columns of {method} are "

@@ -88,28 +88,28 @@ def expand_paths(path, suffixes=(), what="file"):
     return filesystem, files
 
 
-def check_output_folder(path, shown=None) -> None:
+def check_output_folder(path, display_name=None) -> None:
     """Raise when the local folder of the output ``path`` is missing, a file or not writable.
 
     This runs before any work, so that a run does not score its input and
     then fail to write.
     """
-    shown = shown or path
+    display_name = display_name or path
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise NotADirectoryError(
-            f"The output {shown!r} is inside {parent!r}, which is a file, not a folder. "
+            f"The output {display_name!r} is inside {parent!r}, which is a file, not a folder. "
             "Choose an output path in a folder."
         )
     if not os.path.isdir(parent):
         raise FileNotFoundError(
-            f"The directory {parent!r} of the output {shown!r} does not exist. "
+            f"The directory {parent!r} of the output {display_name!r} does not exist. "
             "Create it first, or check the output path."
         )
     # access() also reports a read-only filesystem, even to root.
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(
-            f"Cannot write the output {shown!r}: its folder {parent!r} is not writable "
+            f"Cannot write the output {display_name!r}: its folder {parent!r} is not writable "
             "(a read-only filesystem, or no write permission)"
         )
 
@@ -150,8 +150,8 @@ def could_be_read_as_input(fs, pattern, path, suffixes=(), folder=True) -> bool:
     A folder input reads every visible file under it that ends in one of
     ``suffixes`` (any file when empty). A glob pattern reads the paths that
     match it, and its ``*`` stays within one folder level (as in fsspec)
-    unless the pattern has ``**``. ``folder`` tells that the output is a
-    folder of Parquet parts rather than one file.
+    unless the pattern has ``**``. ``folder`` is True for an output that is
+    a folder of Parquet parts, and False for one file.
     """
     path = path.rstrip("/")
     # A folder output (Parquet) is read through its part files, a file output as itself.

@@ -22,7 +22,7 @@ import pyarrow as pa
 from .. import _plan
 from .._blocks import EmptyOutput, OutputCollector, n_rows, normalize_input, output_rows
 from .._kernel import stable_model_token
-from .._meta import meta_from_attributes, normalize_user_meta
+from .._meta import known_meta, meta_from_attributes, normalize_user_meta
 from .._runner import _progress_bar, execute_blocks
 from .._validation import check_input_features
 from ..backends import effective_n_workers, get_backend
@@ -106,10 +106,7 @@ def _known_output_columns(wrapper, estimator, method):
     names = output_names(estimator, method)
     if method == "transform":
         return names.names(len(names.labels)) if names.labels else None
-    user_meta = wrapper._meta_for(method)
-    meta = normalize_user_meta(user_meta) if user_meta is not None else None
-    if meta is None:
-        meta = meta_from_attributes(estimator, method)
+    meta = known_meta(wrapper._meta_for(method), estimator, method)
     if not isinstance(meta, np.ndarray) or meta.ndim not in (1, 2):
         return None
     return names.names(None if meta.ndim == 1 else meta.shape[1])

@@ -19,7 +19,7 @@ import zarr
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.compose import make_column_transformer
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
@@ -500,3 +500,20 @@ def test_score_fit_blocks_follow_row_groups(grouped_parquet, monkeypatch):
     inc.fit(source, "target", classes=[0, 1])
     # Training holds two blocks, so each row group is cut in two equal halves.
     assert seen == [((g,), (GROUP_ROWS // 2, k)) for g in range(N_GROUPS) for k in range(2)]
+
+
+@pytest.mark.parametrize("sink", ["memory", "npy"])
+def test_user_meta_with_file_source(sink, tmp_path):
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "y": rng.normal(size=200)})
+    frame.to_parquet(tmp_path / "rows.parquet")
+    model = LinearRegression().fit(frame[["x"]], frame["y"])
+    clf = ParallelPostFit(model, predict_meta=np.float64, block_size=BLOCK_SIZE)
+    source = postfit.read_parquet(tmp_path / "rows.parquet", columns=["x"])
+
+    if sink == "memory":
+        got = clf.predict(source)
+    else:
+        got = np.load(clf.predict(source, output=tmp_path / "out.npy").path)
+
+    assert_allclose(got, model.predict(frame[["x"]]), rtol=1e-12)

@@ -22,7 +22,7 @@ import pyarrow as pa
 from .. import _plan
 from .._blocks import EmptyOutput, OutputCollector, n_rows, normalize_input, output_rows
 from .._kernel import stable_model_token
-from .._meta import known_meta, meta_from_attributes, normalize_user_meta
+from .._meta import known_meta
 from .._runner import _progress_bar, execute_blocks
 from .._validation import check_input_features
 from ..backends import effective_n_workers, get_backend
@@ -106,7 +106,7 @@ def _known_output_columns(wrapper, estimator, method):
     names = output_names(estimator, method)
     if method == "transform":
         return names.names(len(names.labels)) if names.labels else None
-    meta = known_meta(wrapper._meta_for(method), estimator, method)
+    meta = known_meta(_user_meta(wrapper, method), estimator, method)
     if not isinstance(meta, np.ndarray) or meta.ndim not in (1, 2):
         return None
     return names.names(None if meta.ndim == 1 else meta.shape[1])
@@ -289,7 +289,7 @@ class _MemoryResult:
         self.keep = keep
         self.tables = {}
         self.values = {}
-        meta = _user_meta(wrapper, method) or meta_from_attributes(estimator, method)
+        meta = known_meta(_user_meta(wrapper, method), estimator, method)
         self.collector = OutputCollector(total_rows, None, meta)
 
     def add(self, block, result):
@@ -315,11 +315,11 @@ class _MemoryResult:
 
 
 def _user_meta(wrapper, method):
+    """Return the meta that the user gave for ``method``, as given, or None."""
     meta_for = getattr(wrapper, "_meta_for", None)
     if meta_for is None or callable(method):
         return None
-    meta = meta_for(method)
-    return None if meta is None else normalize_user_meta(meta)
+    return meta_for(method)
 
 
 # The run ------------------------------------------------------------------------
@@ -541,7 +541,7 @@ def _execute(
         )
         if store is None:
             return gather.result()
-        meta = _user_meta(wrapper, method) or meta_from_attributes(estimator, method)
+        meta = known_meta(_user_meta(wrapper, method), estimator, method)
         store.finish(finished, names, meta)
         total = sum(receipt["rows"] for receipt in finished.values())
         return WriteResult(

@@ -252,6 +252,33 @@ def test_lazy_frame_on_cluster_keeps_index(dask_client):  # noqa: F811
     np.testing.assert_allclose(out.to_numpy(), estimator.predict_proba(df), rtol=RTOL)
 
 
+def _predict_while(wrapper, X, gate_dir, action):
+    """Run ``wrapper.predict(X)`` in a thread, call ``action`` once a block waits, and return.
+
+    The estimator must be a GatedLogisticRegression on ``gate_dir``. ``action``
+    receives the process ids whose block started. The returned dict contains
+    ``"output"`` or ``"error"``.
+    """
+    outcome = {}
+
+    def run():
+        try:
+            outcome["output"] = wrapper.predict(X)
+        except Exception as exc:  # the caller checks the outcome
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not started_pids(gate_dir) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    action(started_pids(gate_dir))
+    (gate_dir / "release").touch()
+    runner.join(timeout=120)
+    assert not runner.is_alive()
+    return outcome
+
+
 def test_killed_worker_never_gives_partial_output(dask_client, tmp_path):  # noqa: F811
     X, y = _iris()
     estimator = GatedLogisticRegression(max_iter=1000).fit(X, y)
@@ -259,26 +286,13 @@ def test_killed_worker_never_gives_partial_output(dask_client, tmp_path):  # noq
     wrapper = ParallelPostFit(
         estimator, backend="dask", backend_options={"client": dask_client}, block_size=15
     )
-    outcome = {}
 
-    def run():
-        try:
-            outcome["output"] = wrapper.predict(X)
-        except Exception as exc:  # the outcome is checked below
-            outcome["error"] = exc
+    def kill_first(pids):
+        assert pids, "no block started within 60 s"
+        os.kill(pids[0], signal.SIGKILL)
 
-    runner = threading.Thread(target=run)
-    runner.start()
-    deadline = time.monotonic() + 60
-    while not started_pids(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    victims = started_pids(tmp_path)
-    assert victims, "no block started within 60 s"
-    os.kill(victims[0], signal.SIGKILL)
-    (tmp_path / "release").touch()
-    runner.join(timeout=120)
+    outcome = _predict_while(wrapper, X, tmp_path, kill_first)
 
-    assert not runner.is_alive()
     if "error" in outcome:
         error = outcome["error"]
         assert isinstance(error, WorkerCrashedError)
@@ -314,24 +328,8 @@ def test_client_closed_during_run(dask_cluster, tmp_path):  # noqa: F811
     wrapper = ParallelPostFit(
         estimator, backend="dask", backend_options={"client": client}, block_size=15
     )
-    outcome = {}
+    outcome = _predict_while(wrapper, X, tmp_path, lambda pids: client.close())
 
-    def run():
-        try:
-            outcome["output"] = wrapper.predict(X)
-        except Exception as exc:  # the outcome is checked below
-            outcome["error"] = exc
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    deadline = time.monotonic() + 60
-    while not started_pids(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    client.close()
-    (tmp_path / "release").touch()
-    runner.join(timeout=120)
-
-    assert not runner.is_alive()
     assert "output" not in outcome
     assert isinstance(outcome["error"], RuntimeError)
     assert "was closed while postfit was running" in str(outcome["error"])

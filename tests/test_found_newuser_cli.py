@@ -149,19 +149,23 @@ def test_kept_column_clash_rejected_first(folder, tmp_path, capsys, model, metho
     assert not output.exists()
 
 
+def _scaled_rows(path, inputs, output):
+    """Scale the Parquet folder ``inputs`` with --input-format parquet; return the rows written."""
+    status = _run(
+        "predict", path / "scaler.skops", inputs, "--input-format", "parquet", "-o", output,
+        "--method", "transform", "--columns", "x1,x2",
+    )  # fmt: skip
+    assert status == 0
+    return len(pd.read_parquet(output))
+
+
 def test_input_format_reads_files_without_endings(folder, tmp_path):
     path, frame = folder
     hive = tmp_path / "hive"
     hive.mkdir()
     (hive / "000000_0").write_bytes((path / "inputs" / "a.parquet").read_bytes())
     (hive / "000001_0").write_bytes((path / "inputs" / "b.parquet").read_bytes())
-    output = tmp_path / "scaled"
-    status = _run(
-        "predict", path / "scaler.skops", hive, "--input-format", "parquet", "-o", output,
-        "--method", "transform", "--columns", "x1,x2",
-    )  # fmt: skip
-    assert status == 0
-    assert len(pd.read_parquet(output)) == len(frame)
+    assert _scaled_rows(path, hive, tmp_path / "scaled") == len(frame)
 
 
 # CSV options --------------------------------------------------------------------
@@ -304,13 +308,7 @@ def test_input_format_prefers_files_of_the_format(folder, tmp_path):
     mixed.mkdir()
     (mixed / "a.parquet").write_bytes((path / "inputs" / "a.parquet").read_bytes())
     (mixed / "README.md").write_text("notes\n")
-    output = tmp_path / "scaled"
-    status = _run(
-        "predict", path / "scaler.skops", mixed, "--input-format", "parquet", "-o", output,
-        "--method", "transform", "--columns", "x1,x2",
-    )  # fmt: skip
-    assert status == 0
-    assert len(pd.read_parquet(output)) == 300
+    assert _scaled_rows(path, mixed, tmp_path / "scaled") == 300
 
 
 def test_input_format_folder_keeps_output_check(folder, capsys):

@@ -131,21 +131,21 @@ def test_unwritable_output_folder_rejected_first(folder, tmp_path, monkeypatch, 
 
 
 @pytest.mark.parametrize(
-    ("model", "method", "kept"),
-    [("logistic", "predict", "label"), ("scaler", "transform", "x1")],
+    ("model", "method", "kept_column"),
+    [("logistic", "predict", "prediction"), ("scaler", "transform", "x1")],
 )
-def test_kept_column_clash_rejected_first(folder, tmp_path, capsys, model, method, kept):
+def test_kept_column_clash_rejected_first(folder, tmp_path, capsys, model, method, kept_column):
     path, frame = folder
     source = tmp_path / "with_clash.parquet"
-    frame.rename(columns={"label": "prediction"} if kept == "label" else {}).to_parquet(source)
-    kept = "prediction" if kept == "label" else kept
+    # The label column takes the name of the classifier's output column.
+    frame.rename(columns={"label": "prediction"}).to_parquet(source)
     output = tmp_path / "out"
     status = _run(
         "predict", path / f"{model}.skops", source, "--columns", "x1,x2", "-o", output,
-        "--method", method, "--keep-columns", kept,
+        "--method", method, "--keep-columns", kept_column,
     )  # fmt: skip
     assert status == EXIT_USAGE
-    assert f"Carried columns ['{kept}']" in capsys.readouterr().err
+    assert f"Carried columns ['{kept_column}']" in capsys.readouterr().err
     assert not output.exists()
 
 

@@ -161,11 +161,11 @@ def could_be_read_as_input(fs, pattern, path, suffixes=(), folder=True) -> bool:
         candidates = [c for c in written if not _is_hidden(c)]
         if "**" in pattern:
             return any(fnmatch.fnmatchcase(c, pattern) for c in candidates)
-        wanted = pattern.split("/")
+        rules = pattern.split("/")
         for candidate in candidates:
             parts = candidate.split("/")
-            if len(parts) == len(wanted) and all(
-                fnmatch.fnmatchcase(part, rule) for part, rule in zip(parts, wanted, strict=True)
+            if len(parts) == len(rules) and all(
+                fnmatch.fnmatchcase(part, rule) for part, rule in zip(parts, rules, strict=True)
             ):
                 return True
         return False

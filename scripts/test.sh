@@ -24,4 +24,10 @@ fi
 # unshare needs root (or user namespaces); `ip link set lo up` brings up the
 # namespace's own loopback, its only interface.
 export VENV
-exec unshare -n sh -c 'ip link set lo up && exec "$VENV/bin/python" -m pytest "$@"' pytest "$@"
+status=0
+started="$(date +%s)"
+unshare -n sh -c 'ip link set lo up && exec "$VENV/bin/python" -m pytest "$@"' pytest "$@" || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+    bash scripts/failure_report.sh "$status" "$started" >&2 || true
+fi
+exit "$status"

@@ -24,10 +24,15 @@ fi
 # unshare needs root (or user namespaces); `ip link set lo up` brings up the
 # namespace's own loopback, its only interface.
 export VENV
+# The tests write the id of each test as it starts to this file, which the
+# failure report prints: a process that dies inside a test prints nothing more.
+POSTFIT_CURRENT_TEST_FILE="$(mktemp)"
+export POSTFIT_CURRENT_TEST_FILE
 status=0
 started="$(date +%s)"
 unshare -n sh -c 'ip link set lo up && exec "$VENV/bin/python" -m pytest "$@"' pytest "$@" || status=$?
 if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
-    bash scripts/failure_report.sh "$status" "$started" >&2 || true
+    bash scripts/failure_report.sh "$status" "$started" "$POSTFIT_CURRENT_TEST_FILE" >&2 || true
 fi
+rm -f "$POSTFIT_CURRENT_TEST_FILE"
 exit "$status"

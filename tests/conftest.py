@@ -18,6 +18,17 @@ from postfit import _timings
 
 #: Set to 1 on a machine where Dask and Ray may use interfaces other than loopback.
 ALLOW_NETWORK_ENV = "POSTFIT_ALLOW_NETWORK"
+#: A file that receives the id of each test as it starts, for the failure
+#: report of scripts/test.sh when the whole process dies inside a test.
+CURRENT_TEST_ENV = "POSTFIT_CURRENT_TEST_FILE"
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """Write the id of the test that starts to the file named by ``CURRENT_TEST_ENV``."""
+    path = os.environ.get(CURRENT_TEST_ENV)
+    if path:
+        with open(path, "w") as f:
+            f.write(nodeid + "\n")
 
 
 @pytest.fixture(autouse=True)

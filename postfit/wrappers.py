@@ -41,8 +41,9 @@ def _is_fitted(estimator) -> bool:
 
     scikit-learn's ``check_is_fitted`` looks for attributes ending in ``_``,
     which a fitted estimator of another library need not have (one that sets
-    ``self.scale`` in fit, say). So only scikit-learn's own estimators, and
-    pipelines that end in one, are judged. Others are called, and their
+    ``self.scale`` in fit, say). So only estimators whose ``fit`` is
+    scikit-learn's own are judged: its estimators, subclasses of them that
+    keep their ``fit``, and pipelines of those. Others are called, and their
     methods raise their own error when they are not fitted.
     """
     try:
@@ -59,6 +60,13 @@ def _is_fitted(estimator) -> bool:
 
 
 def _from_sklearn(estimator) -> bool:
+    """Return True when the ``fit`` that ``estimator`` inherits is defined in scikit-learn.
+
+    A class without ``fit`` counts by its own module.
+    """
+    for cls in type(estimator).__mro__:
+        if "fit" in vars(cls):
+            return cls.__module__.startswith("sklearn.")
     return type(estimator).__module__.startswith("sklearn.")
 
 

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_breast_cancer
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from postfit import ParallelPostFit, wrappers
 from postfit.exceptions import BlockError, ColumnOrderWarning
@@ -352,6 +353,29 @@ class _AnswersFitted(_ScaleWithoutUnderscore):
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "scale")
+
+
+class _SubclassKeepingFit(LogisticRegression):
+    """A user's subclass of a scikit-learn estimator that keeps its ``fit``."""
+
+    def predict(self, X):
+        return super().predict(X)
+
+
+def test_unfitted_subclass_of_sklearn_estimator(no_work):
+    with pytest.raises(NotFittedError, match="Call fit"):
+        ParallelPostFit(_SubclassKeepingFit()).predict(np.zeros((3, 2)))
+
+
+class _SubclassWithOwnFit(_ScaleWithoutUnderscore, StandardScaler):
+    """A subclass of a scikit-learn estimator whose own ``fit`` sets no ``_`` attribute."""
+
+
+def test_subclass_with_own_fit_used():
+    X = np.arange(12.0).reshape(6, 2)
+    estimator = _SubclassWithOwnFit().fit(X)
+    got = ParallelPostFit(estimator, backend="sequential", block_size=2).transform(X)
+    np.testing.assert_array_equal(got, estimator.transform(X))
 
 
 def test_own_fitted_answer_believed(no_work):

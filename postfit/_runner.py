@@ -27,6 +27,7 @@ from ._blocks import (
     n_rows,
     sliceable_rows,
     take_rows,
+    take_rows_copy,
 )
 from ._errors import attach_block
 from ._kernel import (
@@ -195,9 +196,15 @@ class _InMemoryRun:
         if self.bar is not None:
             self.bar.update(block.stop - block.start)
 
-    def score_here(self, stop, inner_threads=None):
-        """Score rows ``position:stop`` in the calling thread and time it."""
-        block = Block(self.next_index, self.position, stop, take_rows(self.X, self.position, stop))
+    def score_here(self, stop, inner_threads=None, probe=False):
+        """Score rows ``position:stop`` in the calling thread and time it.
+
+        A ``probe`` scores a copy of the rows: the run may score them again
+        in one call with the rest, and an estimator that changes its input in
+        place (a scaler with ``copy=False``) would then change them twice.
+        """
+        take = take_rows_copy if probe else take_rows
+        block = Block(self.next_index, self.position, stop, take(self.X, self.position, stop))
         self.next_index += 1
         started = time.perf_counter()
         with attach_block(block):
@@ -412,7 +419,7 @@ class _InMemoryRun:
         while True:
             start = self.position
             stop = min(self.n, start + rows)
-            timings.append((stop - start, self.score_here(stop, inner_threads=1)))
+            timings.append((stop - start, self.score_here(stop, inner_threads=1, probe=True)))
             overhead, per_row = _fit_call_time(timings)
             # A first call can pay one-time costs (imports, caches), which the
             # fit reads as a fixed cost per call. When that cost is most of the
@@ -448,7 +455,8 @@ class _InMemoryRun:
         if rows < 1:
             return 1.0
         one_thread = min(
-            self.score_here(self.position + rows, inner_threads=1) for _ in range(PROBE_REPEATS)
+            self.score_here(self.position + rows, inner_threads=1, probe=True)
+            for _ in range(PROBE_REPEATS)
         )
         func = partial(
             run_block,
@@ -466,7 +474,7 @@ class _InMemoryRun:
                 blocks = []
                 for _ in range(2):
                     lo = self.position
-                    rows_taken = take_rows(self.X, lo, lo + rows)
+                    rows_taken = take_rows_copy(self.X, lo, lo + rows)
                     blocks.append(Block(self.next_index, lo, lo + rows, rows_taken))
                     self.next_index += 1
                     self.position = lo + rows

@@ -317,6 +317,10 @@ class OutputCollector:
         self._parts = {}
         self._empty = set()
         self._prototype = None
+        # Whether every pandas block output so far kept its block's input
+        # index, and whether every one had a fresh RangeIndex of its own.
+        self._kept_input_index = True
+        self._fresh_index = True
         # Guards the array against replacement while worker threads write into it.
         self._array_lock = threading.Condition()
         self._writers = 0
@@ -359,6 +363,12 @@ class OutputCollector:
         if isinstance(out, EmptyOutput):
             self._empty.add(block_index)
             return
+        if type(out) is np.memmap and out._mmap is None:
+            # An array that travelled pickled from a worker process, where it
+            # was a view of a memory-mapped block: it maps nothing here.
+            out = np.asarray(out)
+        if isinstance(out, (pd.DataFrame, pd.Series)):
+            self._note_index(out.index, start, stop)
         if self._prototype is None:
             self._prototype = empty_like(out)
         if start == 0 and stop == self.n_rows and not self._parts and self._array is None:
@@ -417,10 +427,29 @@ class OutputCollector:
             "its type from. Pass a meta for this method (for example predict_meta=)."
         )
 
+    def _note_index(self, index, start, stop):
+        if not index.equals(pd.RangeIndex(len(index))):
+            self._fresh_index = False
+        block_index = None
+        if self.index is not None and start is not None and stop is not None:
+            block_index = self.index[start:stop]
+        if block_index is None or not index.equals(block_index):
+            self._kept_input_index = False
+
     def _restore_index(self, out):
-        if isinstance(out, (pd.DataFrame, pd.Series)):
-            if self.index is not None and len(self.index) == len(out):
-                out.index = self.index
-            elif self.index is None:
-                out.index = pd.RangeIndex(len(out))
+        """Give a pandas output the index that one call on the whole input would have.
+
+        Block outputs that kept their rows' input index get the input's
+        index. Outputs that each start a RangeIndex of their own (a pipeline
+        whose last step saw a sparse matrix, say) get one RangeIndex. Other
+        indexes, which the estimator made from the rows, are kept as they are.
+        """
+        if not isinstance(out, (pd.DataFrame, pd.Series)):
+            return out
+        if self.index is None:
+            out.index = pd.RangeIndex(len(out))
+        elif self._kept_input_index and len(self.index) == len(out):
+            out.index = self.index
+        elif self._fresh_index:
+            out.index = pd.RangeIndex(len(out))
         return out

@@ -349,6 +349,10 @@ def restore_feature_names(estimator, data, start):
         return data
     if rows.shape[1] != len(names):
         return data
+    if rows.dtype.kind in "US":
+        # scikit-learn rejects an array of strings where a frame of strings
+        # would be converted to numbers, so the array goes as it is.
+        return data
     data = rows
     import pandas as pd
 

@@ -57,6 +57,30 @@ def _front_estimator(estimator):
     return estimator
 
 
+def _reads_any_columns(estimator) -> bool:
+    """Return True when the estimator that first receives X checks none of its columns.
+
+    A ``FunctionTransformer(validate=False)`` records the names and count of
+    the columns it was fitted on, but passes X to its function unchecked, so
+    X goes to it as it is: no reordering, no width check and no warning.
+    """
+    from sklearn.preprocessing import FunctionTransformer
+
+    front = _front_estimator(estimator)
+    return isinstance(front, FunctionTransformer) and not front.validate
+
+
+def _selects_by_name(transformer) -> bool:
+    """Return True when a ColumnTransformer names any of its columns by a string."""
+    for _, _, columns in transformer.transformers:
+        if isinstance(columns, str):
+            return True
+        if isinstance(columns, (list, tuple, np.ndarray, pd.Index)):
+            if any(isinstance(column, str) for column in columns):
+                return True
+    return False
+
+
 def _columns_used(transformer, fitted_names):
     """Return the fitted columns that a ColumnTransformer reads, the dropped ones left out."""
     # NOTE: ``_transformer_to_input_indices`` is private to scikit-learn
@@ -170,6 +194,8 @@ def check_input_features(estimator, X):
             "(rows, features). Reshape it, for example X.reshape(len(X), -1)."
         )
     check_not_single_value(X)
+    if _reads_any_columns(estimator):
+        return X, False
     fitted_names = getattr(estimator, "feature_names_in_", None)
     names = column_names(X)
     owner = type(estimator).__name__
@@ -202,6 +228,14 @@ def check_input_features(estimator, X):
 
     restore_names = False
     if fitted_names is not None and names is None and width is not None:
+        picker = _column_transformer_first(estimator)
+        if picker is not None and _selects_by_name(picker):
+            # scikit-learn's own error, raised here before any block runs.
+            raise ValueError(
+                "Specifying the columns using strings is only supported for dataframes. "
+                f"{type(picker).__name__} picks columns by name, so pass X as a frame with "
+                f"the columns it was fitted on: {_describe_names(list(fitted_names))}."
+            )
         warnings.warn(
             f"X does not have valid feature names, but {owner} was fitted with feature names",
             UserWarning,

@@ -5,14 +5,23 @@ Each test failed before its fix.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
+from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, MaxAbsScaler, StandardScaler
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    MaxAbsScaler,
+    OneHotEncoder,
+    StandardScaler,
+)
 
 from postfit import ParallelPostFit
 
@@ -92,3 +101,65 @@ def test_loky_single_block_output_is_plain_array():
 
     assert type(got) is np.ndarray
     np.testing.assert_array_equal(got, transformer.transform(X))
+
+
+def _frame_of_two():
+    return pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [10.0, 20.0, 30.0]})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unvalidated_function_gets_columns_as_given(backend):
+    transformer = FunctionTransformer(lambda frame: frame * 1.0).fit(_frame_of_two())
+    X = _frame_of_two()[["b", "a"]].assign(c=[7.0, 8.0, 9.0])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = ParallelPostFit(transformer, backend=backend, block_size=2).transform(X)
+
+    pd.testing.assert_frame_equal(got, transformer.transform(X))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unvalidated_function_any_width(backend):
+    transformer = FunctionTransformer(np.log1p).fit(np.ones((4, 2)))
+    X = np.arange(30.0).reshape(10, 3)
+
+    got = ParallelPostFit(transformer, backend=backend, block_size=4).transform(X)
+
+    np.testing.assert_array_equal(got, transformer.transform(X))
+
+
+def _pipeline_picking_by_name():
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({"num": rng.normal(size=30), "cat": rng.choice(["a", "b"], 30)})
+    y = rng.integers(0, 2, 30)
+    picker = ColumnTransformer([("n", StandardScaler(), ["num"]), ("c", OneHotEncoder(), ["cat"])])
+    return make_pipeline(picker, LogisticRegression()).fit(X, y), X
+
+
+@pytest.mark.parametrize("kind", ["list", "object_array", "int_columns"])
+def test_positional_input_to_named_columns_raises(kind):
+    pipe, X = _pipeline_picking_by_name()
+    if kind == "list":
+        positional = X.to_numpy().tolist()
+    elif kind == "object_array":
+        positional = X.to_numpy()
+    else:
+        positional = X.set_axis([0, 1], axis=1)
+
+    with pytest.raises(ValueError, match="columns using strings is only supported for dataframes"):
+        ParallelPostFit(pipe, backend="sequential", block_size=7).predict(positional)
+
+
+def test_string_rows_rejected_as_plain():
+    X = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [2.0, 0.0, 1.0]})
+    model = LinearRegression().fit(X, [1.0, 2.0, 3.0])
+    rows = [["1.5", "2.0"], ["0.5", "1.0"]]
+
+    # Both calls warn that the rows lack the fitted feature names.
+    expected_warning = pytest.warns(UserWarning, match="valid feature names")
+    with expected_warning, pytest.raises(ValueError, match="arrays of bytes/strings"):
+        model.predict(rows)
+    expected_warning = pytest.warns(UserWarning, match="valid feature names")
+    with expected_warning, pytest.raises(ValueError, match="arrays of bytes/strings"):
+        ParallelPostFit(model, backend="sequential").predict(rows)

@@ -75,9 +75,9 @@ def _selects_by_name(transformer) -> bool:
     for _, _, columns in transformer.transformers:
         if isinstance(columns, str):
             return True
-        if isinstance(columns, (list, tuple, np.ndarray, pd.Index)):
-            if any(isinstance(column, str) for column in columns):
-                return True
+        listed = isinstance(columns, (list, tuple, np.ndarray, pd.Index))
+        if listed and any(isinstance(column, str) for column in columns):
+            return True
     return False
 
 

@@ -163,3 +163,14 @@ def test_string_rows_rejected_as_plain():
     expected_warning = pytest.warns(UserWarning, match="valid feature names")
     with expected_warning, pytest.raises(ValueError, match="arrays of bytes/strings"):
         ParallelPostFit(model, backend="sequential").predict(rows)
+
+
+def test_masked_array_on_loky():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(21, 3))
+    X = np.ma.masked_array(data, mask=data > 1.5)
+    model = LogisticRegression().fit(data, data[:, 0] > 0)
+
+    got = ParallelPostFit(model, backend="loky", block_size=7, n_jobs=2).predict_proba(X)
+
+    np.testing.assert_allclose(got, model.predict_proba(X), rtol=1e-12)

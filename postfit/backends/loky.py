@@ -380,10 +380,11 @@ class LokyBackend(Backend):
 
     @contextlib.contextmanager
     def ship_input(self, X):
-        # An np.matrix travels pickled, so each block reaches the estimator as a matrix,
-        # which most estimators reject as they do the whole matrix.
-        matrix = isinstance(X, np.matrix)
-        if matrix or not isinstance(X, np.ndarray) or X.dtype.hasobject or X.ndim == 0:
+        # Array subclasses other than memory maps (np.matrix, masked arrays) travel
+        # pickled, so each block reaches the estimator in X's own type, as X would.
+        subclass = isinstance(X, np.ndarray) and type(X) is not np.ndarray
+        subclass = subclass and not isinstance(X, np.memmap)
+        if subclass or not isinstance(X, np.ndarray) or X.dtype.hasobject or X.ndim == 0:
             yield InputSlicer(X)
             return
         shared = _memmap_layout(X)

@@ -591,6 +591,35 @@ def _run_direct(estimator, method, X, rows, kwargs, restore_names):
     return check_direct_rows(estimator, method, call_method(estimator, method, X, kwargs), rows)
 
 
+def _last_step(estimator):
+    """Return the estimator that produces a pipeline's output: its last step, at any depth."""
+    for _ in range(10):
+        steps = getattr(estimator, "steps", None)
+        if not isinstance(steps, list) or not steps:
+            break
+        estimator = steps[-1][1]
+    return estimator
+
+
+def draws_per_call(estimator, method) -> bool:
+    """Return True when ``method`` draws new random numbers in each call.
+
+    ``DummyClassifier(strategy="stratified" or "uniform")`` seeds its draws
+    from ``random_state`` in each call, so blocks would repeat one pattern
+    where one call gives one draw per row. ``BernoulliRBM.score_samples``
+    corrupts a random feature of each row from a generator that each call
+    advances.
+    """
+    from sklearn.dummy import DummyClassifier
+    from sklearn.neural_network import BernoulliRBM
+
+    last = _last_step(estimator)
+    if isinstance(last, DummyClassifier):
+        random_strategy = last.strategy in ("stratified", "uniform")
+        return random_strategy and method in ("predict", "predict_proba", "predict_log_proba")
+    return isinstance(last, BernoulliRBM) and method == "score_samples"
+
+
 def check_direct_rows(estimator, method, out, rows):
     """Return the output of a direct call, after checking that it has one row per input row."""
     where = f"{Block(0, 0, rows, None).describe()}, which has {rows} row{'' if rows == 1 else 's'}"
@@ -624,6 +653,9 @@ def run_in_memory(
         # the estimator's own error or output.
         return call_method(estimator, method, X, kwargs)
     if _takes_direct_path(X, rows, options):
+        return _run_direct(estimator, method, X, rows, kwargs, restore_names)
+    if draws_per_call(estimator, method):
+        logger.debug("%s draws random numbers in each call: one call", method)
         return _run_direct(estimator, method, X, rows, kwargs, restore_names)
     run = _InMemoryRun(estimator, method, sliceable_rows(X), options, kwargs, restore_names, meta)
     started = time.perf_counter()

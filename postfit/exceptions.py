@@ -6,6 +6,7 @@ __all__ = [
     "MaterializedScoringWarning",
     "OutputExistsError",
     "PostfitWarning",
+    "RandomPerCallWarning",
     "UntrustedModelError",
     "WorkerCrashedError",
 ]
@@ -24,6 +25,14 @@ class MaterializedScoringWarning(PostfitWarning):
 
     Emitted for plain callables ``scorer(estimator, X, y)`` and for an
     estimator's own ``score`` method other than accuracy or R².
+    """
+
+
+class RandomPerCallWarning(PostfitWarning):
+    """A method draws random numbers in each call, so its output on blocks differs from one call.
+
+    Emitted for inputs that are scored in blocks whatever the estimator: Dask
+    collections, Ray Datasets and file sources.
     """
 
 

@@ -7,6 +7,7 @@ import functools
 import inspect
 import logging
 import threading
+import warnings
 from types import MethodType
 
 import numpy as np
@@ -21,6 +22,7 @@ from ._inputs import materialize, route_input
 from ._runner import RunOptions, _takes_direct_path, run_in_memory
 from ._validation import _plain_array_matches, check_input_features
 from .backends import available_backends, check_n_jobs
+from .exceptions import RandomPerCallWarning
 
 logger = logging.getLogger(__name__)
 
@@ -624,6 +626,15 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
             self._allow_direct(estimator, options)
             return _runner._run_direct(estimator, method, X, len(X), kwargs, False)
         if route is not None:
+            if _runner.draws_per_call(estimator, method):
+                warnings.warn(
+                    f"{type(_runner._last_step(estimator)).__name__}.{method} draws new random "
+                    "numbers in each call, so its output on blocks differs from one call on "
+                    "the whole input, even with a fixed random_state. Score an in-memory "
+                    "input with execute=True for one call.",
+                    RandomPerCallWarning,
+                    stacklevel=3,
+                )
             return route(self, estimator, method, X, options, kwargs or {})
         if route_options:
             raise ValueError(

@@ -5,6 +5,7 @@ Each test failed before its fix.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -13,8 +14,10 @@ import pytest
 from numpy.testing import assert_allclose
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import TruncatedSVD
+from sklearn.dummy import DummyClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neural_network import BernoulliRBM
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import (
     FunctionTransformer,
@@ -23,7 +26,9 @@ from sklearn.preprocessing import (
     StandardScaler,
 )
 
+import postfit
 from postfit import ParallelPostFit
+from postfit.exceptions import RandomPerCallWarning
 
 # More rows than the automatic backend's direct path takes, so that it probes first.
 PROBED_ROWS = 20_000
@@ -174,3 +179,40 @@ def test_masked_array_on_loky():
     got = ParallelPostFit(model, backend="loky", block_size=7, n_jobs=2).predict_proba(X)
 
     np.testing.assert_allclose(got, model.predict_proba(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
+@pytest.mark.parametrize("strategy", ["stratified", "uniform"])
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_random_dummy_scored_in_one_call(backend, strategy, method):
+    X = np.zeros((5_000, 2))
+    y = np.arange(5_000) % 4
+    model = DummyClassifier(strategy=strategy, random_state=0).fit(X, y)
+
+    got = getattr(ParallelPostFit(model, backend=backend, block_size=5), method)(X)
+
+    np.testing.assert_array_equal(got, getattr(model, method)(X))
+
+
+def test_rbm_score_samples_in_one_call():
+    X = np.random.default_rng(0).random((50, 6))
+    model = BernoulliRBM(n_components=2, random_state=0).fit(X)
+    expected = copy.deepcopy(model).score_samples(X)
+
+    got = ParallelPostFit(copy.deepcopy(model), backend="threading", block_size=5)
+    got = got.score_samples(X)
+
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_random_dummy_on_file_warns(tmp_path):
+    X = pd.DataFrame({"a": np.zeros(20), "b": np.ones(20)})
+    model = DummyClassifier(strategy="uniform", random_state=0).fit(X, np.arange(20) % 2)
+    X.to_parquet(tmp_path / "rows.parquet")
+
+    with pytest.warns(RandomPerCallWarning, match="DummyClassifier.predict draws new random"):
+        got = ParallelPostFit(model, block_size=5).predict(
+            postfit.read_parquet(tmp_path / "rows.parquet")
+        )
+
+    assert got.shape == (20,)

@@ -329,6 +329,9 @@ def limit_threads(n_threads, user_api=None):
 def restore_feature_names(estimator, data, start):
     """Wrap a positional 2-D block in a frame with the fitted feature names.
 
+    For an estimator fitted without names, a pandas frame's columns are
+    numbered instead.
+
     The driver has already warned once that the input lacks feature names;
     restoring them here keeps scikit-learn from repeating that warning for
     every block. A NumPy block is wrapped without a copy. A list of rows is
@@ -337,9 +340,13 @@ def restore_feature_names(estimator, data, start):
     into a sparse matrix.
     """
     names = getattr(estimator, "feature_names_in_", None)
-    if names is None:
-        return data
     columns = getattr(data, "columns", None)
+    if names is None:
+        if columns is not None and hasattr(data, "set_axis"):
+            # Fitted without names: a pandas frame's names become positions,
+            # which scikit-learn reads as no names, without its warning.
+            return data.set_axis(range(len(columns)), axis=1)
+        return data
     if columns is not None and hasattr(data, "set_axis") and len(columns) == len(names):
         # A pandas frame with positional column names (0, 1, ...) gets the fitted ones.
         return data.set_axis(names, axis=1)

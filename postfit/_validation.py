@@ -179,8 +179,10 @@ def check_input_features(estimator, X):
         X itself, or its columns reordered to the fitted order.
     restore_names : bool
         True when X is positional and the estimator was fitted with feature
-        names: the kernel then restores the names on each block, after one
-        warning here, as scikit-learn itself gives one warning per call.
+        names, or X is a pandas frame with column names and the estimator was
+        fitted without: the kernel then gives each block the fit's kind of
+        columns, after one warning here, as scikit-learn itself gives one
+        warning per call.
     """
     if type(X) is np.ndarray and _plain_array_matches(estimator, X):
         return X, False
@@ -238,6 +240,27 @@ def check_input_features(estimator, X):
             )
         warnings.warn(
             f"X does not have valid feature names, but {owner} was fitted with feature names",
+            UserWarning,
+            stacklevel=4,
+        )
+        restore_names = True
+    elif (
+        fitted_names is None
+        and names is not None
+        and isinstance(X, pd.DataFrame)
+        and expected is not None
+    ):
+        counts = collections.Counter(names)
+        repeated = sorted(name for name, count in counts.items() if count > 1)
+        if repeated:
+            # scikit-learn rejects them too, even though it does not use them.
+            listed = ", ".join(f"{n!r} {counts[n]} times" for n in repeated[:5])
+            raise ValueError(
+                f"X has duplicate column names: {listed}. Give each column a unique "
+                f"name, or pass the rows without names, as {owner} was fitted."
+            )
+        warnings.warn(
+            f"X has feature names, but {owner} was fitted without feature names",
             UserWarning,
             stacklevel=4,
         )

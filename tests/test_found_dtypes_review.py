@@ -216,3 +216,28 @@ def test_random_dummy_on_file_warns(tmp_path):
         )
 
     assert got.shape == (20,)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_named_frame_on_unnamed_fit_warns_once(backend):
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(30, 2)), columns=["a", "b"])
+    scaler = StandardScaler().fit(X.to_numpy())
+    with pytest.warns(UserWarning, match="fitted without feature names"):
+        expected = scaler.transform(X)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = ParallelPostFit(scaler, backend=backend, block_size=7, n_jobs=2).transform(X)
+
+    assert [str(w.message) for w in caught] == [
+        "X has feature names, but StandardScaler was fitted without feature names"
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_duplicate_names_on_unnamed_fit_raise():
+    X = pd.DataFrame(np.ones((4, 2)), columns=["a", "a"])
+    scaler = StandardScaler().fit(X.to_numpy())
+
+    with pytest.raises(ValueError, match="duplicate column names: 'a' 2 times"):
+        ParallelPostFit(scaler, backend="sequential", block_size=2).transform(X)

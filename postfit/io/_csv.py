@@ -134,6 +134,23 @@ class CsvSource(Source):
         self.null_values = list(null_values) if null_values is not None else None
         self.newlines_in_values = newlines_in_values
 
+    def fingerprint(self) -> dict:
+        """Return the files' identity and the options that parse them.
+
+        A resumed run that parsed the same files with another delimiter,
+        other missing-value strings or column types would join parts of two
+        readings, so the options are part of the input's identity.
+        """
+        identity = super().fingerprint()
+        identity["read_options"] = {
+            "delimiter": self.parse_options.delimiter,
+            "quote_char": self.parse_options.quote_char,
+            "column_types": {name: str(kind) for name, kind in sorted(self.column_types.items())},
+            "null_values": self.null_values,
+            "newlines_in_values": self.newlines_in_values,
+        }
+        return identity
+
     def _header(self, path):
         with self.fs.open(path, "rb") as f:
             line = f.readline()

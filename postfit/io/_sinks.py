@@ -304,13 +304,17 @@ class OutputStore:
     def _check_existing(self, overwrite, resume):
         """Return the stored run record when resuming, after clearing what overwrite replaces."""
         fs = self.fs
-        if self.staged and fs.exists(self.path) and not overwrite:
+        interrupted = resume and fs.isdir(self.parts_dir) and fs.exists(self._file(RUN_RECORD))
+        if self.staged and fs.exists(self.path) and not overwrite and not interrupted:
             complete = resume and not fs.exists(self.parts_dir)
             done = " It is complete, so there is nothing to resume." if complete else ""
             raise OutputExistsError(
                 f"The output {self.url!r} already exists.{done} Pass overwrite=True "
                 "(--overwrite) to replace it, or choose another output path."
             )
+        if self.staged and fs.exists(self.path) and interrupted:
+            # An interrupted overwrite: the old file stays until the resumed run finishes.
+            logger.info("resuming into %s, which is replaced when the run finishes", self.url)
         if not fs.exists(self.parts_dir):
             return None
         if fs.isdir(self.parts_dir):
@@ -628,6 +632,11 @@ def _describe_change(key, stored, now) -> str:
     if key == "model":
         return "differs from the interrupted run's (another model, or the same one fitted again)"
     if key == "input" and isinstance(stored, dict) and isinstance(now, dict):
+        if stored.get("read_options") != now.get("read_options"):
+            return (
+                "was read with other options: stored "
+                f"{_short(stored.get('read_options'))}, now {_short(now.get('read_options'))}"
+            )
         stored_files = stored.get("files") or []
         now_files = now.get("files") or []
         for old, new in zip(stored_files, now_files, strict=False):

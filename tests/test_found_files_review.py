@@ -6,9 +6,14 @@ Each test failed before its fix.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from numpy.testing import assert_allclose
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -96,3 +101,64 @@ def test_interrupted_overwrite_resumes(csv_input, tmp_path, fmt):
     else:
         written = np.load(output)
     assert_allclose(written, model.inner.predict(frame[["row", "x"]].to_numpy()))
+
+
+LONG_LOKY_RUN = textwrap.dedent(
+    """
+    import time
+
+    import numpy as np
+    from sklearn.preprocessing import FunctionTransformer
+
+    from postfit import ParallelPostFit
+
+
+    def slow(X):
+        time.sleep(0.2)
+        return X
+
+
+    estimator = FunctionTransformer(slow).fit(np.zeros((2, 2)))
+    print("started", flush=True)
+    ParallelPostFit(estimator, backend="loky", n_jobs=2, block_size=10).transform(
+        np.zeros((10_000, 2))
+    )
+    """
+)
+
+
+def test_loky_workers_end_with_killed_parent():
+    run = subprocess.Popen([sys.executable, "-c", LONG_LOKY_RUN], stdout=subprocess.PIPE)
+    try:
+        assert run.stdout.readline() == b"started\n"
+        workers = []
+        deadline = psutil.time.monotonic() + 60
+        while len(workers) < 2 and psutil.time.monotonic() < deadline:
+            psutil.time.sleep(0.2)
+            workers = [
+                child
+                for child in psutil.Process(run.pid).children(recursive=True)
+                if "resource_tracker" not in " ".join(child.cmdline())
+            ]
+        assert len(workers) >= 2, "the loky workers did not start"
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        run.stdout.close()
+
+    deadline = psutil.time.monotonic() + 15
+    while psutil.time.monotonic() < deadline and any(_running(w) for w in workers):
+        psutil.time.sleep(0.2)
+    running = [worker.pid for worker in workers if _running(worker)]
+    for worker in workers:
+        if _running(worker):
+            worker.kill()
+    assert running == []
+
+
+def _running(process) -> bool:
+    """Return True while ``process`` runs: an exited process not yet reaped counts as ended."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

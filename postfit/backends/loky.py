@@ -29,6 +29,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import warnings
 
 import cloudpickle
@@ -284,6 +285,55 @@ def _interruptible(call, *args):
         raise interrupt from exc
 
 
+#: Seconds between a worker's checks that the process that started it still runs.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Start a thread that ends this worker when the process that started it has died.
+
+    A process killed with SIGKILL cannot stop its workers, and a loky worker
+    busy with a block does not notice: it went on scoring, holding its
+    memory and the caller's output pipes, for minutes. When the parent dies,
+    the worker is handed to another process, so its parent id changes.
+    """
+    if os.getppid() != parent_pid:
+        if not _process_exists(parent_pid):
+            # The parent died while this worker started.
+            os._exit(1)
+        logger.debug(
+            "loky worker %d was not started by %d: not watching it", os.getpid(), parent_pid
+        )
+        return
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="postfit-parent-watch", daemon=True).start()
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # The process exists but belongs to another user.
+        return True
+    return True
+
+
+def _new_pool(n_workers: int, **options) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=n_workers,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+        **options,
+    )
+
+
 def acquire_pool(n_workers: int) -> tuple[ProcessPoolExecutor, bool]:
     """Return a pool of ``n_workers`` loky workers and whether it is private to the caller.
 
@@ -297,11 +347,11 @@ def acquire_pool(n_workers: int) -> tuple[ProcessPoolExecutor, bool]:
     with _POOL_LOCK:
         if _POOL is not None and not _is_usable(_POOL, n_workers):
             if _POOL_USERS > 0:
-                return ProcessPoolExecutor(max_workers=n_workers), True
+                return _new_pool(n_workers), True
             _POOL.shutdown(wait=False)
             _POOL = None
         if _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=n_workers, timeout=WORKER_IDLE_TIMEOUT)
+            _POOL = _new_pool(n_workers, timeout=WORKER_IDLE_TIMEOUT)
             _POOL_USERS = 0
         _POOL_USERS += 1
         return _POOL, False

@@ -162,3 +162,11 @@ def _running(process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_mixed_delimiters_named(tmp_path):
+    (tmp_path / "a.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "b.csv").write_text("a\tb\n1\t2\n")
+
+    with pytest.raises(ValueError, match="may use different delimiters"):
+        _ = postfit.read_csv(tmp_path).schema

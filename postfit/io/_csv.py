@@ -196,9 +196,17 @@ class CsvSource(Source):
             if first is None:
                 first = (path, names)
             elif names != first[1]:
+                hint = ""
+                if (len(names) == 1) != (len(first[1]) == 1):
+                    hint = (
+                        " One header reads as a single column, so the files may use different "
+                        "delimiters (a .tsv file among .csv files, say): pass files of one kind, "
+                        "or the delimiter with delimiter= (--delimiter)."
+                    )
                 raise ValueError(
                     f"The CSV files {first[0]!r} and {path!r} have different headers "
-                    f"({first[1]} vs {names}). Pass files with the same columns in the same order."
+                    f"({first[1]} vs {names}). Pass files with the same columns in the same "
+                    f"order.{hint}"
                 )
             layout.append((path, names, offset, size))
         if not layout:

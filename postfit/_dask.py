@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import uuid
-import warnings
 
 import dask
 import dask.array as da
@@ -521,21 +520,13 @@ def _check_frame_features(estimator, X):
     """
     if isinstance(X, dd.Series):
         return X, False
-    checked, _ = check_input_features(estimator, X._meta)
+    checked, renamed = check_input_features(estimator, X._meta)
     if list(checked.columns) != list(X._meta.columns):
         X = X[list(checked.columns)]
-    fitted_width = getattr(estimator, "n_features_in_", None)
-    has_names = all(isinstance(c, str) for c in X._meta.columns)
-    unnamed_fit = getattr(estimator, "feature_names_in_", None) is None
-    if has_names and unnamed_fit and fitted_width is not None:
-        # scikit-learn warns on every call given a frame with string column
-        # names when fitted on an array. postfit warns once here instead and
-        # gives the partitions as arrays.
-        warnings.warn(
-            f"X has feature names, but {type(estimator).__name__} was fitted without feature names",
-            UserWarning,
-            stacklevel=6,
-        )
+    if renamed and getattr(estimator, "feature_names_in_", None) is None:
+        # Fitted without names and given string column names: the check above
+        # warned once, as scikit-learn warns once per call, and partitions go
+        # as arrays.
         return X, True
     return X, False
 

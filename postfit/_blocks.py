@@ -137,21 +137,6 @@ def take_rows(X, start: int, stop: int):
     return X[start:stop]
 
 
-def take_rows_copy(X, start: int, stop: int):
-    """Return rows ``start:stop`` of X as a copy that the estimator may change freely.
-
-    Only NumPy arrays and pandas objects are copied: other kinds are
-    immutable or sliced into copies already. A memory map's rows become a
-    plain array.
-    """
-    rows = take_rows(X, start, stop)
-    if isinstance(rows, np.ndarray):
-        return np.array(rows, order="K", subok=not isinstance(rows, np.memmap))
-    if isinstance(rows, (pd.DataFrame, pd.Series)):
-        return rows.copy(deep=True)
-    return rows
-
-
 def column_names(X):
     """Return the column names of a frame-like input as a list of str, or None."""
     if type(X) is np.ndarray:

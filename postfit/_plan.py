@@ -58,10 +58,6 @@ PROCESS_MIN_SECONDS = 2.0
 #: The first probe of the automatic backend takes this share (1/N) of the
 #: rows, at least 128, so that cheap models are timed on enough rows.
 PROBE_FIRST_SHARE = 512
-#: When the work left after probing is below DIRECT_MAX_SECONDS and the probes
-#: took at most this share of the rows, the whole input is scored again in one
-#: call, which costs less than assembling the probes' outputs with the rest.
-RESCORE_MAX_SHARE = 0.05
 #: Speed-up of two threads over one above which threads count as scaling,
 #: and are chosen over processes.
 THREADS_SCALE_MIN_SPEEDUP = 1.4

@@ -27,7 +27,6 @@ from ._blocks import (
     n_rows,
     sliceable_rows,
     take_rows,
-    take_rows_copy,
 )
 from ._errors import attach_block
 from ._kernel import (
@@ -177,7 +176,6 @@ class _InMemoryRun:
         self.collector = OutputCollector(self.n, X.index if has_index(X) else None, meta)
         self.next_index = 0
         self.position = 0
-        self.whole_output = None
         self.bar = None
 
     # The budget and the worker count take a few hundred microseconds to
@@ -196,15 +194,9 @@ class _InMemoryRun:
         if self.bar is not None:
             self.bar.update(block.stop - block.start)
 
-    def score_here(self, stop, inner_threads=None, probe=False):
-        """Score rows ``position:stop`` in the calling thread and time it.
-
-        A ``probe`` scores a copy of the rows: the run may score them again
-        in one call with the rest, and an estimator that changes its input in
-        place (a scaler with ``copy=False``) would then change them twice.
-        """
-        take = take_rows_copy if probe else take_rows
-        block = Block(self.next_index, self.position, stop, take(self.X, self.position, stop))
+    def score_here(self, stop, inner_threads=None):
+        """Score rows ``position:stop`` in the calling thread and time it."""
+        block = Block(self.next_index, self.position, stop, take_rows(self.X, self.position, stop))
         self.next_index += 1
         started = time.perf_counter()
         with attach_block(block):
@@ -230,20 +222,7 @@ class _InMemoryRun:
                 self.run_backend(self.options.backend, self.n_workers, seconds_per_row=None)
         finally:
             self.bar.close()
-        if self.whole_output is not None:
-            return self.whole_output
         return self.collector.result()
-
-    def score_whole(self):
-        """Score all of X in one call in this thread, with the estimator's own threading."""
-        block = Block(self.next_index, 0, self.n, take_rows(self.X, 0, self.n))
-        with attach_block(block):
-            out = run_block(
-                self.estimator, self.method, block, self.kwargs, restore_names=self.restore_names
-            )
-        self.bar.update(self.n - self.position)
-        self.position = self.n
-        return out
 
     def run_auto(self):
         if self.n <= _plan.DIRECT_MAX_ROWS and self.fits_one_call(self.n):
@@ -290,13 +269,8 @@ class _InMemoryRun:
         work = seconds_per_row * remaining
         if remaining == 0:
             return
-        rescore = self.position <= self.n * _plan.RESCORE_MAX_SHARE and self.fits_one_call(self.n)
-        if work < _plan.DIRECT_MAX_SECONDS and rescore:
-            # Scoring everything again in one call costs less than copying the
-            # probes' outputs and the rest into one array, for so cheap a model.
-            self.log_plan("sequential", 1, self.n, None, f"{work:.3f} s of work: one call")
-            self.whole_output = self.score_whole()
-            return
+        # Every row is scored once, probes included: an estimator that changes
+        # its input in place (a scaler with copy=False) changes each row once.
         if work < _plan.DIRECT_MAX_SECONDS:
             self.finish_sequential(seconds_per_row, overhead, f"{work:.3f} s of work left")
             return
@@ -419,7 +393,7 @@ class _InMemoryRun:
         while True:
             start = self.position
             stop = min(self.n, start + rows)
-            timings.append((stop - start, self.score_here(stop, inner_threads=1, probe=True)))
+            timings.append((stop - start, self.score_here(stop, inner_threads=1)))
             overhead, per_row = _fit_call_time(timings)
             # A first call can pay one-time costs (imports, caches), which the
             # fit reads as a fixed cost per call. When that cost is most of the
@@ -455,8 +429,7 @@ class _InMemoryRun:
         if rows < 1:
             return 1.0
         one_thread = min(
-            self.score_here(self.position + rows, inner_threads=1, probe=True)
-            for _ in range(PROBE_REPEATS)
+            self.score_here(self.position + rows, inner_threads=1) for _ in range(PROBE_REPEATS)
         )
         func = partial(
             run_block,
@@ -474,7 +447,7 @@ class _InMemoryRun:
                 blocks = []
                 for _ in range(2):
                     lo = self.position
-                    rows_taken = take_rows_copy(self.X, lo, lo + rows)
+                    rows_taken = take_rows(self.X, lo, lo + rows)
                     blocks.append(Block(self.next_index, lo, lo + rows, rows_taken))
                     self.next_index += 1
                     self.position = lo + rows
@@ -591,14 +564,43 @@ def _run_direct(estimator, method, X, rows, kwargs, restore_names):
     return check_direct_rows(estimator, method, call_method(estimator, method, X, kwargs), rows)
 
 
-def _last_step(estimator):
-    """Return the estimator that produces a pipeline's output: its last step, at any depth."""
-    for _ in range(10):
-        steps = getattr(estimator, "steps", None)
-        if not isinstance(steps, list) or not steps:
-            break
-        estimator = steps[-1][1]
-    return estimator
+def _estimator_parts(estimator) -> list:
+    """Return ``estimator``, every estimator among its parameters, and its fitted inner ones.
+
+    Parameters hold the templates that a meta-estimator clones. The fitted
+    clones (a search's ``best_estimator_``, a one-vs-rest's ``estimators_``)
+    are added too, as a search may have picked other settings.
+    """
+    parts = [estimator]
+    try:
+        params = estimator.get_params(deep=True)
+    except (AttributeError, TypeError):
+        params = {}
+    parts.extend(value for value in params.values() if hasattr(value, "fit"))
+    for part in list(parts):
+        for name in ("best_estimator_", "estimator_", "estimators_"):
+            value = getattr(part, name, None)
+            values = value if isinstance(value, list) else [value]
+            parts.extend(item for item in values if hasattr(item, "fit"))
+    return parts
+
+
+def _random_part(estimator, method):
+    """Return the part of ``estimator`` whose ``method`` draws random numbers per call, or None."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.neural_network import BernoulliRBM
+
+    for part in _estimator_parts(estimator):
+        random_dummy = isinstance(part, DummyClassifier) and part.strategy in (
+            "stratified",
+            "uniform",
+        )
+        # Meta-estimators (voting, one-vs-rest, searches) call it from any method but these.
+        if random_dummy and method not in ("transform", "score_samples"):
+            return part
+        if isinstance(part, BernoulliRBM) and method == "score_samples":
+            return part
+    return None
 
 
 def draws_per_call(estimator, method) -> bool:
@@ -608,16 +610,9 @@ def draws_per_call(estimator, method) -> bool:
     from ``random_state`` in each call, so blocks would repeat one pattern
     where one call gives one draw per row. ``BernoulliRBM.score_samples``
     corrupts a random feature of each row from a generator that each call
-    advances.
+    advances. Either counts anywhere in a pipeline or meta-estimator.
     """
-    from sklearn.dummy import DummyClassifier
-    from sklearn.neural_network import BernoulliRBM
-
-    last = _last_step(estimator)
-    if isinstance(last, DummyClassifier):
-        random_strategy = last.strategy in ("stratified", "uniform")
-        return random_strategy and method in ("predict", "predict_proba", "predict_log_proba")
-    return isinstance(last, BernoulliRBM) and method == "score_samples"
+    return _random_part(estimator, method) is not None
 
 
 def check_direct_rows(estimator, method, out, rows):

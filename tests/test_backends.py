@@ -310,14 +310,6 @@ def planner(monkeypatch):
 
     monkeypatch.setattr(_runner, "_run_direct", recording_run_direct)
 
-    original_score_whole = _runner._InMemoryRun.score_whole
-
-    def recording_score_whole(self):
-        chosen.append("direct")
-        return original_score_whole(self)
-
-    monkeypatch.setattr(_runner._InMemoryRun, "score_whole", recording_score_whole)
-
     def plan(n_rows, seconds_per_row=1e-6, speedup=1.0, **options):
         chosen.clear()
         monkeypatch.setattr(_runner._InMemoryRun, "fake_per_row", seconds_per_row, raising=False)

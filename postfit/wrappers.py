@@ -43,9 +43,9 @@ def _is_fitted(estimator) -> bool:
 
     scikit-learn's ``check_is_fitted`` looks for attributes ending in ``_``,
     which a fitted estimator of another library need not have (one that sets
-    ``self.scale`` in fit, say). So only estimators whose ``fit`` is
-    scikit-learn's own are judged: its estimators, subclasses of them that
-    keep their ``fit``, and pipelines of those. Others are called, and their
+    ``self.scale`` in fit, say). So only estimators whose ``fit`` and
+    post-fit methods are scikit-learn's own are judged: its estimators,
+    subclasses of them that keep those methods, and pipelines of those. Others are called, and their
     methods raise their own error when they are not fitted.
     """
     try:
@@ -62,14 +62,22 @@ def _is_fitted(estimator) -> bool:
 
 
 def _from_sklearn(estimator) -> bool:
-    """Return True when the ``fit`` that ``estimator`` inherits is defined in scikit-learn.
+    """Return True when ``fit`` and every post-fit method of ``estimator`` are scikit-learn's.
 
-    A class without ``fit`` counts by its own module.
+    A user's subclass that keeps them has scikit-learn's fitted attributes. One
+    that overrides a post-fit method may work without fit (a rule-based
+    ``predict``, say), so it is called rather than judged. A class without any
+    of them counts by its own module.
     """
-    for cls in type(estimator).__mro__:
-        if "fit" in vars(cls):
-            return cls.__module__.startswith("sklearn.")
-    return type(estimator).__module__.startswith("sklearn.")
+    found = False
+    for name in ("fit", *POST_FIT_METHODS):
+        for cls in type(estimator).__mro__:
+            if name in vars(cls):
+                found = True
+                if not cls.__module__.startswith("sklearn."):
+                    return False
+                break
+    return found or type(estimator).__module__.startswith("sklearn.")
 
 
 def _nested_estimators(estimator) -> list:
@@ -628,10 +636,11 @@ class ParallelPostFit(MetaEstimatorMixin, BaseEstimator):
         if route is not None:
             if _runner.draws_per_call(estimator, method):
                 warnings.warn(
-                    f"{type(_runner._last_step(estimator)).__name__}.{method} draws new random "
-                    "numbers in each call, so its output on blocks differs from one call on "
-                    "the whole input, even with a fixed random_state. Score an in-memory "
-                    "input with execute=True for one call.",
+                    f"{type(_runner._random_part(estimator, method)).__name__} draws new "
+                    f"random numbers in each call of {method}, so the output on blocks "
+                    "differs from one call on the whole input, even with a fixed "
+                    "random_state. An in-memory input (an array or frame) is scored in one "
+                    "call.",
                     RandomPerCallWarning,
                     stacklevel=3,
                 )

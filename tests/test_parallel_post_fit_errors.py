@@ -356,15 +356,28 @@ class _AnswersFitted(_ScaleWithoutUnderscore):
 
 
 class _SubclassKeepingFit(LogisticRegression):
-    """A user's subclass of a scikit-learn estimator that keeps its ``fit``."""
+    """A user's subclass of a scikit-learn estimator that keeps its fit and post-fit methods."""
+
+    def describe(self):
+        return f"logistic regression with C={self.C}"
+
+
+class _RuleBasedSubclass(LogisticRegression):
+    """A subclass whose own ``predict`` needs no fit."""
 
     def predict(self, X):
-        return super().predict(X)
+        return (np.asarray(X)[:, 0] > 0).astype(int)
 
 
 def test_unfitted_subclass_of_sklearn_estimator(no_work):
     with pytest.raises(NotFittedError, match="Call fit"):
         ParallelPostFit(_SubclassKeepingFit()).predict(np.zeros((3, 2)))
+
+
+def test_unfitted_subclass_with_own_predict_used():
+    X = np.array([[1.0, 0.0], [-1.0, 2.0], [3.0, 1.0]])
+    got = ParallelPostFit(_RuleBasedSubclass(), backend="sequential", block_size=2).predict(X)
+    np.testing.assert_array_equal(got, _RuleBasedSubclass().predict(X))
 
 
 class _SubclassWithOwnFit(_ScaleWithoutUnderscore, StandardScaler):

@@ -70,10 +70,30 @@ def _reads_any_columns(estimator) -> bool:
     return isinstance(front, FunctionTransformer) and not front.validate
 
 
+def _only_sklearn(estimator) -> bool:
+    """Return True when the estimator and every estimator inside it are scikit-learn's own.
+
+    Only those are known to ignore column names when fitted without them:
+    another library's estimator may read ``X["a"]`` from the frame it gets.
+    """
+    from .wrappers import _from_sklearn, _nested_estimators
+
+    return all(_from_sklearn(part) for part in _nested_estimators(estimator))
+
+
 def _selects_by_name(transformer) -> bool:
-    """Return True when a ColumnTransformer names any of its columns by a string."""
-    for _, _, columns in transformer.transformers:
+    """Return True when a ColumnTransformer names any of its columns by a string.
+
+    Selectors such as ``make_column_selector`` are read as the names they
+    picked at fit, which the fitted transformer keeps in ``_columns``.
+    """
+    specs = getattr(transformer, "_columns", None)
+    if specs is None:
+        specs = [columns for _, _, columns in transformer.transformers]
+    for columns in specs:
         if isinstance(columns, str):
+            return True
+        if isinstance(columns, slice) and isinstance(columns.start or columns.stop, str):
             return True
         listed = isinstance(columns, (list, tuple, np.ndarray, pd.Index))
         if listed and any(isinstance(column, str) for column in columns):
@@ -249,6 +269,7 @@ def check_input_features(estimator, X):
         and names is not None
         and isinstance(X, pd.DataFrame)
         and expected is not None
+        and _only_sklearn(estimator)
     ):
         counts = collections.Counter(names)
         repeated = sorted(name for name, count in counts.items() if count > 1)

@@ -1,6 +1,7 @@
 """Cases found by a review of unusual in-memory inputs against the plain estimator.
 
-Each test failed before its fix.
+Each test failed before its fix, some of them on a first fix that a second
+review checked.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
+from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import TruncatedSVD
 from sklearn.dummy import DummyClassifier
@@ -50,11 +52,14 @@ def _rows(kind):
 def test_auto_in_place_transform_once(estimator, kind):
     X = _rows(kind)
     estimator.fit(X.copy())
-    expected = estimator.transform(X.copy())
+    # The plain call may change its input in place: X must end up as that copy does.
+    changed = X.copy()
+    expected = estimator.transform(changed)
 
     got = ParallelPostFit(estimator, n_jobs=2).transform(X)
 
     assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6)
+    assert_allclose(np.asarray(X), np.asarray(changed), rtol=1e-6)
 
 
 BACKENDS = ["sequential", "threading", "loky"]
@@ -210,7 +215,10 @@ def test_random_dummy_on_file_warns(tmp_path):
     model = DummyClassifier(strategy="uniform", random_state=0).fit(X, np.arange(20) % 2)
     X.to_parquet(tmp_path / "rows.parquet")
 
-    with pytest.warns(RandomPerCallWarning, match="DummyClassifier.predict draws new random"):
+    with pytest.warns(
+        RandomPerCallWarning,
+        match="DummyClassifier draws new random numbers in each call of predict",
+    ):
         got = ParallelPostFit(model, block_size=5).predict(
             postfit.read_parquet(tmp_path / "rows.parquet")
         )
@@ -241,3 +249,48 @@ def test_duplicate_names_on_unnamed_fit_raise():
 
     with pytest.raises(ValueError, match="duplicate column names: 'a' 2 times"):
         ParallelPostFit(scaler, backend="sequential", block_size=2).transform(X)
+
+
+@pytest.mark.parametrize("wrap", ["search", "one_vs_rest", "voting"])
+def test_random_dummy_in_meta_estimator_in_one_call(wrap):
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.multiclass import OneVsRestClassifier
+
+    X = np.zeros((600, 2))
+    y = np.arange(600) % 3
+    dummy = DummyClassifier(strategy="stratified", random_state=0)
+    if wrap == "search":
+        model = GridSearchCV(dummy, {"strategy": ["stratified"]}, cv=2)
+    elif wrap == "one_vs_rest":
+        model = OneVsRestClassifier(dummy)
+    else:
+        model = VotingClassifier([("a", dummy)])
+    model.fit(X, y)
+
+    got = ParallelPostFit(model, backend="threading", block_size=50).predict(X)
+
+    np.testing.assert_array_equal(got, model.predict(X))
+
+
+class _ReadsColumnByName(BaseEstimator):
+    """Another library's regressor, fitted without feature names, that reads column "a"."""
+
+    def fit(self, X, y):
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X):
+        return np.asarray(X["a"], dtype=float)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_other_library_reading_names_gets_frame(backend):
+    X = pd.DataFrame(np.random.default_rng(0).random((30, 3)), columns=list("abc"))
+    model = _ReadsColumnByName().fit(X, np.zeros(30))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = ParallelPostFit(model, backend=backend, block_size=7, n_jobs=2).predict(X)
+
+    np.testing.assert_array_equal(got, model.predict(X))

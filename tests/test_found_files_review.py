@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 import postfit
 from postfit import ParallelPostFit
+from postfit.exceptions import OutputExistsError
 
 N_ROWS = 400
 BLOCK_SIZE = 50
@@ -91,6 +92,8 @@ def test_interrupted_overwrite_resumes(csv_input, tmp_path, fmt):
     with pytest.raises(RuntimeError, match="injected failure"):
         wrapper.predict(source, output=output, overwrite=True)
     assert output.read_bytes() == old
+    with pytest.raises(OutputExistsError, match=r"An interrupted run .* resume=True"):
+        wrapper.predict(source, output=output)
 
     os.remove(tmp_path / "fail.flag")
     result = wrapper.predict(source, output=output, resume=True)
@@ -170,3 +173,25 @@ def test_mixed_delimiters_named(tmp_path):
 
     with pytest.raises(ValueError, match="may use different delimiters"):
         _ = postfit.read_csv(tmp_path).schema
+
+
+def test_resume_with_same_type_by_other_name(csv_input, tmp_path):
+    import pyarrow as pa
+
+    frame, path, model = csv_input
+    wrapper = ParallelPostFit(model, backend="sequential", block_size=BLOCK_SIZE)
+    output = tmp_path / "out"
+    (tmp_path / "fail.flag").write_text("")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        wrapper.predict(
+            postfit.read_csv(path, columns=["row", "x"], column_types={"x": "float64"}),
+            output=output,
+        )
+    os.remove(tmp_path / "fail.flag")
+
+    source = postfit.read_csv(path, columns=["row", "x"], column_types={"x": pa.float64()})
+    result = wrapper.predict(source, output=output, resume=True)
+
+    assert result.n_resumed > 0
+    written = pd.read_parquet(output)["prediction"].to_numpy()
+    assert_allclose(written, model.inner.predict(frame[["row", "x"]].to_numpy()))

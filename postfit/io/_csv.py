@@ -96,6 +96,16 @@ class CsvRange(TableLoader):
             ) from exc
 
 
+def _type_name(kind) -> str:
+    """Return the Arrow name of a column type given as an Arrow type or a name such as "float64"."""
+    if isinstance(kind, str):
+        try:
+            return str(pa.type_for_alias(kind))
+        except ValueError:
+            return kind
+    return str(kind)
+
+
 class CsvSource(Source):
     """One or more CSV files with the same header, read by byte range.
 
@@ -145,7 +155,9 @@ class CsvSource(Source):
         identity["read_options"] = {
             "delimiter": self.parse_options.delimiter,
             "quote_char": self.parse_options.quote_char,
-            "column_types": {name: str(kind) for name, kind in sorted(self.column_types.items())},
+            "column_types": {
+                name: _type_name(kind) for name, kind in sorted(self.column_types.items())
+            },
             "null_values": self.null_values,
             "newlines_in_values": self.newlines_in_values,
         }

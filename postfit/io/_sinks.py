@@ -308,6 +308,11 @@ class OutputStore:
         if self.staged and fs.exists(self.path) and not overwrite and not interrupted:
             complete = resume and not fs.exists(self.parts_dir)
             done = " It is complete, so there is nothing to resume." if complete else ""
+            if not resume and fs.exists(self._file(RUN_RECORD)):
+                done = (
+                    f" An interrupted run that replaces it left its parts in {self.parts_dir!r}:"
+                    " pass resume=True (--resume) to finish that run."
+                )
             raise OutputExistsError(
                 f"The output {self.url!r} already exists.{done} Pass overwrite=True "
                 "(--overwrite) to replace it, or choose another output path."
@@ -632,6 +637,11 @@ def _describe_change(key, stored, now) -> str:
     if key == "model":
         return "differs from the interrupted run's (another model, or the same one fitted again)"
     if key == "input" and isinstance(stored, dict) and isinstance(now, dict):
+        if "read_options" not in stored and "read_options" in now:
+            return (
+                "was recorded by an earlier postfit that did not keep the CSV reading options, "
+                "so a resume cannot check them"
+            )
         if stored.get("read_options") != now.get("read_options"):
             return (
                 "was read with other options: stored "

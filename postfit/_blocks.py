@@ -221,8 +221,14 @@ def empty_like(out):
 def _concat(parts):
     """Concatenate outputs of one kind along rows."""
     first = parts[0]
+    if isinstance(first, np.ma.MaskedArray):
+        return np.ma.concatenate(parts, axis=0)
     if isinstance(first, np.ndarray):
-        return np.concatenate(parts, axis=0)
+        combined = np.concatenate(parts, axis=0)
+        if not isinstance(first, np.memmap) and type(combined) is not type(first):
+            # np.concatenate drops some subclasses (a record array, say).
+            combined = combined.view(type(first))
+        return combined
     if sp.issparse(first):
         stacked = sp.vstack(parts, format=first.format)
         return stacked.astype(first.dtype, copy=False)
@@ -272,6 +278,15 @@ def _memory_order(out) -> str:
     if out.ndim == 2 and out.flags.f_contiguous and not out.flags.c_contiguous:
         return "F"
     return "C"
+
+
+def _plain_array(out) -> bool:
+    """Return True for a NumPy array whose rows can be copied into a plain array.
+
+    Other subclasses (masked arrays, matrices) are kept per block and
+    concatenated in their own type, as one call would return them.
+    """
+    return type(out) is np.ndarray or type(out) is np.memmap
 
 
 class OutputCollector:
@@ -326,7 +341,7 @@ class OutputCollector:
                 array is not None
                 and not self._parts
                 and start is not None
-                and isinstance(out, np.ndarray)
+                and _plain_array(out)
                 and out.dtype == array.dtype
                 and out.shape[1:] == array.shape[1:]
                 and out.shape[0] == stop - start
@@ -365,7 +380,7 @@ class OutputCollector:
             self._parts[block_index] = out
 
     def _fits_array(self, out, start, stop) -> bool:
-        if not isinstance(out, np.ndarray) or self.n_rows is None or start is None:
+        if not _plain_array(out) or self.n_rows is None or start is None:
             return False
         if self._parts:
             return False

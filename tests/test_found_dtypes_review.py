@@ -294,3 +294,26 @@ def test_other_library_reading_names_gets_frame(backend):
         got = ParallelPostFit(model, backend=backend, block_size=7, n_jobs=2).predict(X)
 
     np.testing.assert_array_equal(got, model.predict(X))
+
+
+# NumPy warns that np.matrix is not recommended each time one is made.
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["masked", "matrix", "record"])
+def test_output_subclass_kept(backend, kind):
+    data = np.arange(40.0).reshape(20, 2)
+    if kind == "masked":
+        X = np.ma.masked_array(data, mask=data % 7 == 0)
+    elif kind == "matrix":
+        X = np.asmatrix(data)
+    else:
+        X = np.rec.fromarrays([data[:, 0], data[:, 1]], names="a,b")
+    transformer = FunctionTransformer(lambda rows: rows).fit(X)
+    expected = transformer.transform(X)
+
+    got = ParallelPostFit(transformer, backend=backend, block_size=6, n_jobs=2).transform(X)
+
+    assert type(got) is type(expected)
+    np.testing.assert_array_equal(got, expected)
+    if kind == "masked":
+        np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(expected))

@@ -571,12 +571,9 @@ def _estimator_parts(estimator) -> list:
     clones (a search's ``best_estimator_``, a one-vs-rest's ``estimators_``)
     are added too, as a search may have picked other settings.
     """
-    parts = [estimator]
-    try:
-        params = estimator.get_params(deep=True)
-    except (AttributeError, TypeError):
-        params = {}
-    parts.extend(value for value in params.values() if hasattr(value, "fit"))
+    from .wrappers import _nested_estimators
+
+    parts = _nested_estimators(estimator)
     for part in list(parts):
         for name in ("best_estimator_", "estimator_", "estimators_"):
             value = getattr(part, name, None)

@@ -81,6 +81,15 @@ def _only_sklearn(estimator) -> bool:
     return all(_from_sklearn(part) for part in _nested_estimators(estimator))
 
 
+def _check_unique_names(names, fix):
+    """Raise a ValueError naming the columns that appear more than once in ``names``."""
+    counts = collections.Counter(names)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
+    if repeated:
+        listed = ", ".join(f"{n!r} {counts[n]} times" for n in repeated[:5])
+        raise ValueError(f"X has duplicate column names: {listed}. {fix}")
+
+
 def _selects_by_name(transformer) -> bool:
     """Return True when a ColumnTransformer names any of its columns by a string.
 
@@ -134,14 +143,9 @@ def _check_names(estimator, X, fitted_names, picker=None):
     """
     names = column_names(X)
     owner = type(estimator).__name__
-    counts = collections.Counter(names)
-    repeated = sorted(name for name, count in counts.items() if count > 1)
-    if repeated:
-        listed = ", ".join(f"{n!r} {counts[n]} times" for n in repeated[:5])
-        raise ValueError(
-            f"X has duplicate column names: {listed}. Give each column a unique name, as "
-            f"the frame that {owner} was fitted on had."
-        )
+    _check_unique_names(
+        names, f"Give each column a unique name, as the frame that {owner} was fitted on had."
+    )
     given, fitted = set(names), set(fitted_names)
     needed = _columns_used(picker, fitted_names) if picker is not None else fitted_names
     missing = [n for n in needed if n not in given]
@@ -271,15 +275,12 @@ def check_input_features(estimator, X):
         and expected is not None
         and _only_sklearn(estimator)
     ):
-        counts = collections.Counter(names)
-        repeated = sorted(name for name, count in counts.items() if count > 1)
-        if repeated:
-            # scikit-learn rejects them too, even though it does not use them.
-            listed = ", ".join(f"{n!r} {counts[n]} times" for n in repeated[:5])
-            raise ValueError(
-                f"X has duplicate column names: {listed}. Give each column a unique "
-                f"name, or pass the rows without names, as {owner} was fitted."
-            )
+        # scikit-learn rejects duplicate names too, even though it does not use them.
+        _check_unique_names(
+            names,
+            f"Give each column a unique name, or pass the rows without names, as {owner} "
+            "was fitted.",
+        )
         warnings.warn(
             f"X has feature names, but {owner} was fitted without feature names",
             UserWarning,

@@ -16,40 +16,17 @@ import pandas as pd
 import psutil
 import pytest
 from numpy.testing import assert_allclose
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+from test_io_resume import LoggingClassifier
 
 import postfit
 from postfit import ParallelPostFit
 from postfit.exceptions import OutputExistsError
 
+# LoggingClassifier fails on the block of row 333 while its flag file exists.
 N_ROWS = 400
 BLOCK_SIZE = 50
-FAIL_ROW = 333
-
-
-class FailingClassifier(ClassifierMixin, BaseEstimator):
-    """A fitted LogisticRegression that raises on the block of ``FAIL_ROW`` while a flag exists."""
-
-    def __init__(self, inner=None, flag_path=None):
-        self.inner = inner
-        self.flag_path = flag_path
-
-    def fit(self, X, y):
-        return self
-
-    def __sklearn_is_fitted__(self):
-        return True
-
-    @property
-    def classes_(self):
-        return self.inner.classes_
-
-    def predict(self, X):
-        # The first column holds the row numbers.
-        if os.path.exists(self.flag_path) and FAIL_ROW in np.asarray(X)[:, 0]:
-            raise RuntimeError(f"injected failure on row {FAIL_ROW}")
-        return self.inner.predict(X)
+PROBA_COLUMNS = ["proba_False", "proba_True"]
 
 
 @pytest.fixture
@@ -59,24 +36,30 @@ def csv_input(tmp_path):
     frame["code"] = np.where(np.arange(N_ROWS) % 3 == 0, "NA", "ok")
     path = tmp_path / "rows.csv"
     frame.to_csv(path, index=False)
-    inner = LogisticRegression().fit(frame[["row", "x"]].to_numpy(), frame["x"] > 0)
-    model = FailingClassifier(inner, str(tmp_path / "fail.flag"))
+    inner = LogisticRegression().fit(frame[["row", "x"]], frame["x"] > 0)
+    model = LoggingClassifier(inner, str(tmp_path / "calls.log"), str(tmp_path / "fail.flag"))
     return frame, path, model
 
 
+def _interrupt(wrapper, source, output, flag_path, **options):
+    """Run ``predict_proba`` into ``output`` until a block fails, as a crash would stop it."""
+    with open(flag_path, "w"):
+        pass
+    with pytest.raises(RuntimeError, match="injected failure"):
+        wrapper.predict_proba(source, output=output, **options)
+    os.remove(flag_path)
+
+
 def test_resume_with_other_csv_options_rejected(csv_input, tmp_path):
-    frame, path, model = csv_input
+    _, path, model = csv_input
     wrapper = ParallelPostFit(model, backend="sequential", block_size=BLOCK_SIZE)
     output = tmp_path / "out"
-    (tmp_path / "fail.flag").write_text("")
-    with pytest.raises(RuntimeError, match="injected failure"):
-        wrapper.predict(
-            postfit.read_csv(path, columns=["row", "x"]), output=output, keep_columns=["code"]
-        )
+    source = postfit.read_csv(path, columns=["row", "x"])
+    _interrupt(wrapper, source, output, model.flag_path, keep_columns=["code"])
 
     other = postfit.read_csv(path, columns=["row", "x"], null_values=[""])
     with pytest.raises(ValueError, match="read with other options"):
-        wrapper.predict(other, output=output, keep_columns=["code"], resume=True)
+        wrapper.predict_proba(other, output=output, keep_columns=["code"], resume=True)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "npy"])
@@ -85,25 +68,22 @@ def test_interrupted_overwrite_resumes(csv_input, tmp_path, fmt):
     wrapper = ParallelPostFit(model, backend="sequential", block_size=BLOCK_SIZE)
     source = postfit.read_csv(path, columns=["row", "x"])
     output = tmp_path / f"out.{fmt}"
-    wrapper.predict(source.read().iloc[:10].to_numpy(), output=output)
+    wrapper.predict_proba(source.read().iloc[:10], output=output)
     old = output.read_bytes()
 
-    (tmp_path / "fail.flag").write_text("")
-    with pytest.raises(RuntimeError, match="injected failure"):
-        wrapper.predict(source, output=output, overwrite=True)
+    _interrupt(wrapper, source, output, model.flag_path, overwrite=True)
     assert output.read_bytes() == old
     with pytest.raises(OutputExistsError, match=r"An interrupted run .* resume=True"):
-        wrapper.predict(source, output=output)
+        wrapper.predict_proba(source, output=output)
 
-    os.remove(tmp_path / "fail.flag")
-    result = wrapper.predict(source, output=output, resume=True)
+    result = wrapper.predict_proba(source, output=output, resume=True)
 
     assert result.n_resumed > 0
     if fmt == "csv":
-        written = pd.read_csv(output)["prediction"].to_numpy()
+        written = pd.read_csv(output, engine="pyarrow")[PROBA_COLUMNS].to_numpy()
     else:
         written = np.load(output)
-    assert_allclose(written, model.inner.predict(frame[["row", "x"]].to_numpy()))
+    assert_allclose(written, model.inner.predict_proba(frame[["row", "x"]]), rtol=1e-12)
 
 
 LONG_LOKY_RUN = textwrap.dedent(
@@ -181,17 +161,12 @@ def test_resume_with_same_type_by_other_name(csv_input, tmp_path):
     frame, path, model = csv_input
     wrapper = ParallelPostFit(model, backend="sequential", block_size=BLOCK_SIZE)
     output = tmp_path / "out"
-    (tmp_path / "fail.flag").write_text("")
-    with pytest.raises(RuntimeError, match="injected failure"):
-        wrapper.predict(
-            postfit.read_csv(path, columns=["row", "x"], column_types={"x": "float64"}),
-            output=output,
-        )
-    os.remove(tmp_path / "fail.flag")
+    first = postfit.read_csv(path, columns=["row", "x"], column_types={"x": "float64"})
+    _interrupt(wrapper, first, output, model.flag_path)
 
     source = postfit.read_csv(path, columns=["row", "x"], column_types={"x": pa.float64()})
-    result = wrapper.predict(source, output=output, resume=True)
+    result = wrapper.predict_proba(source, output=output, resume=True)
 
     assert result.n_resumed > 0
-    written = pd.read_parquet(output)["prediction"].to_numpy()
-    assert_allclose(written, model.inner.predict(frame[["row", "x"]].to_numpy()))
+    written = pd.read_parquet(output)[PROBA_COLUMNS].to_numpy()
+    assert_allclose(written, model.inner.predict_proba(frame[["row", "x"]]), rtol=1e-12)
